@@ -1,0 +1,140 @@
+"""The ``lightningllm`` command: LightningCLI over ``LitGPT`` and any data module.
+
+``lightningllm fit|validate|test|predict --config configs/X.yaml``. Lightning's Trainer does the
+rest (strategies, precision, checkpointing); TensorBoard logs land under ``logs/``. ``predict``
+also takes the shortcuts ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and
+``--output FILE``, and needs only ``--ckpt_path``: the checkpoint carries the model's shape and
+its tokenizer. Errors in the user's data, config or checkpoint end in one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
+
+
+def _expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
+    """Turn ``--prompt X --prompt_file F --output O`` into the data-module arguments they stand for."""
+    if not argv or argv[0] != "predict":
+        return argv, None
+    prompts, prompt_file, output, rest = [], None, None, []
+    i = 0
+    while i < len(argv):
+        arg, value = argv[i], None
+        name = arg.split("=", 1)[0]
+        if name in PREDICT_SHORTCUTS:
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise SystemExit(f"error: {name} needs a value")
+            if name == "--prompt":
+                prompts.append(value)
+            elif name == "--prompt_file":
+                prompt_file = value
+            else:
+                output = value
+        else:
+            rest.append(arg)
+        i += 1
+    if prompts or prompt_file:
+        import json
+
+        rest += ["--data=lightningllm.data.PromptDataModule", f"--data.prompts={json.dumps(prompts)}"]
+        if prompt_file:
+            rest.append(f"--data.prompt_file={prompt_file}")
+    return rest, output
+
+
+def _build_cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightningllm.training.callbacks import PredictionWriter
+
+    class LightningLLMCLI(LightningCLI):
+        predict_output: str | None = None
+
+        def _parse_ckpt_path(self) -> None:
+            """Take only the model's shape from ``--ckpt_path``; the command line keeps the rest.
+
+            Lightning's default replaces every model argument with the checkpoint's, which
+            would silently override ``--model.temperature`` and friends.
+            """
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if not ckpt_path or not Path(ckpt_path).is_file():
+                return
+            import torch
+
+            try:
+                checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
+            except Exception as err:
+                raise ValueError(f"cannot read checkpoint {ckpt_path}: {str(err).splitlines()[0]}") from None
+            config = checkpoint.get("hyper_parameters", {}).get("config")
+            if config is None:
+                raise ValueError(f"checkpoint {ckpt_path} was not written by lightningllm (no model config)")
+            self.config = self.parser.parse_object({subcommand: {"model": {"config": config}}}, self.config)
+
+        def before_predict(self) -> None:
+            writers = [cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)]
+            if not writers:
+                self.trainer.callbacks.append(PredictionWriter(self.predict_output or "predictions.jsonl"))
+            elif self.predict_output:
+                writers[0].output = type(writers[0].output)(self.predict_output)
+
+    return LightningLLMCLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, predict_output = _expand_predict_shortcuts(argv)
+    try:
+        run(argv, predict_output)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        if os.environ.get("LIGHTNINGLLM_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(argv: list[str], predict_output: str | None = None):
+    sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; passing args= as well makes it warn
+    return build_cli(None, predict_output=predict_output)
+
+
+def build_cli(args: list[str] | None, run: bool = True, predict_output: str | None = None):
+    """The LightningCLI object; ``run=False`` only parses and instantiates (used by tests)."""
+    import lightning as L
+
+    from lightningllm.training.module import LitGPT
+
+    cli_class = _build_cli_class()
+    cli_class.predict_output = predict_output
+    return cli_class(
+        LitGPT,
+        L.LightningDataModule,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "logs", "name": "default"},
+            },
+        },
+        auto_configure_optimizers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""TextDataModule: a user's text files → cleaned documents → trained tokenizer → litdata shards → batches.
+
+A plain ``LightningDataModule``: it works with any ``Trainer``, in this app or in someone else's
+project. ``prepare_data`` (once per node) does the heavy work and caches it by fingerprint;
+``setup`` only opens the shards. Each sample is ``block_size + 1`` consecutive tokens, split
+into input and target by the module. Subclasses (the built-in reasoning corpus) override
+``_documents`` and ``_fingerprint_parts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from lightningllm.data.shards import (
+    AtomicDirectory,
+    PieceWriter,
+    count_tokens,
+    fingerprint,
+    is_prepared,
+    write_shards,
+)
+from lightningllm.data.sources import (
+    CleaningReport,
+    DataError,
+    clean_documents,
+    fingerprint_files,
+    read_documents,
+    resolve_sources,
+    split_of_document,
+)
+from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
+
+SPLIT_PIECE_CHARS = 32_768
+"""Long documents are cut into pieces of about this many characters before the train/val split,
+so a corpus that is one big file still gets a validation set."""
+
+
+def _pieces(text: str, size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
+    """Cut ``text`` at line breaks into pieces of roughly ``size`` characters."""
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            newline = text.rfind("\n", start + size // 2, end)
+            end = newline + 1 if newline != -1 else end
+        yield text[start:end]
+        start = end
+
+
+def _to_int64(tokens) -> torch.Tensor:
+    """Shards store uint16/uint32 (numpy) to halve disk and page cache; models want int64 ids."""
+    return torch.from_numpy(tokens.astype(np.int64, copy=False))
+
+
+class TextDataModule(L.LightningDataModule):
+    """Token batches from text files, with a tokenizer trained on them (or loaded from a file)."""
+
+    name = "text"
+
+    def __init__(
+        self,
+        sources: list[str] | None = None,
+        jsonl_field: str = "text",
+        tokenizer_kind: TokenizerKind = "bpe",
+        vocab_size: int = 4096,
+        tokenizer_path: str | None = None,
+        block_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        val_fraction: float = 0.05,
+        shuffle: bool = True,
+        seed: int = 42,
+        cache_dir: str = ".cache/lightningllm",
+        prepare_workers: int = 2,
+    ):
+        """
+        Args:
+            sources: text files, folders (searched recursively) and glob patterns of .txt, .md, .jsonl.
+            jsonl_field: the field of each JSONL record that holds its text.
+            tokenizer_kind: ``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character).
+            vocab_size: BPE vocabulary size to train (ignored for ``char``).
+            tokenizer_path: use this ``tokenizer.json`` instead of training one.
+            block_size: tokens per training sample (the model's context length).
+            batch_size: samples per batch.
+            num_workers: loader worker processes (0 reads in the main process).
+            val_fraction: share of documents (by content hash) held out for validation.
+            shuffle: shuffle training samples each epoch (off keeps the corpus order, e.g. a curriculum).
+            seed: seed of the shuffle.
+            cache_dir: where prepared shards are cached, keyed by a fingerprint of sources and settings.
+            prepare_workers: processes that tokenize and write shards in ``prepare_data``.
+        """
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        self.sources = list(sources or [])
+        self.jsonl_field = jsonl_field
+        self.tokenizer_kind = tokenizer_kind
+        self.vocab_size = vocab_size
+        self.tokenizer_path = tokenizer_path
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.shuffle = shuffle
+        self.seed = seed
+        self.cache_dir = Path(cache_dir)
+        self.prepare_workers = prepare_workers
+        self.tokenizer: Tokenizer | None = None
+        self.report: dict = {}
+        self._datasets: dict = {}
+
+    # --- what to read: overridden by built-in corpora --------------------------------------
+    def _fingerprint_parts(self) -> dict:
+        files = resolve_sources(self.sources)
+        tokenizer_file = None
+        if self.tokenizer_path:
+            tokenizer_file = fingerprint_files([Path(self.tokenizer_path)])
+        return {
+            "files": fingerprint_files(files),
+            "jsonl_field": self.jsonl_field,
+            "tokenizer": [self.tokenizer_kind, self.vocab_size, tokenizer_file],
+            "val_fraction": self.val_fraction,
+        }
+
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool]]:
+        """Yield (split, text) pieces; the last piece of each document ends with EOS."""
+        files = resolve_sources(self.sources)
+        for text in clean_documents(read_documents(files, self.jsonl_field, report), report):
+            pieces = list(_pieces(text))
+            for i, piece in enumerate(pieces):
+                yield split_of_document(piece, self.val_fraction), piece, i == len(pieces) - 1
+
+    # --- preparation -----------------------------------------------------------------------
+    @property
+    def prepared_dir(self) -> Path:
+        return self.cache_dir / f"{self.name}-{fingerprint({'v': 1, **self._fingerprint_parts()})}"
+
+    def prepare_data(self) -> None:
+        target = self.prepared_dir
+        if is_prepared(target):
+            print(f"data: reusing prepared shards in {target}")
+            return
+        with AtomicDirectory(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            report = CleaningReport()
+            writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
+            training_sample: list[str] = []
+            for split, text, eos in self._documents(report):
+                writers[split].write(text, eos)
+                if split == "train":
+                    training_sample.append(text)
+            for writer in writers.values():
+                writer.close()
+            report.split_documents = {s: len(w.paths) for s, w in writers.items()}
+            if report.documents_kept == 0:
+                raise DataError(f"no text left after cleaning the sources {self.sources} (all empty or duplicate)")
+            for split, writer in writers.items():
+                if not writer.paths:
+                    raise DataError(
+                        f"the {split} split is empty: the corpus has too few documents for "
+                        f"val_fraction={self.val_fraction}"
+                    )
+            tokenizer = self._build_tokenizer(training_sample)
+            del training_sample
+            tokenizer.save(tmp / "tokenizer.json")
+            stats = {}
+            for split, writer in writers.items():
+                write_shards(writer.paths, tokenizer.to_str(), tmp / split, self.prepare_workers)
+                stats[split] = count_tokens(tmp / split)
+            if stats["train"] < self.block_size + 1:
+                raise DataError(
+                    f"the training split has {stats['train']} tokens, fewer than one block of "
+                    f"{self.block_size + 1}: add text or lower data.block_size"
+                )
+            summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
+            summary["val_bytes"] = sum(
+                len(json.loads(line)["text"].encode()) for p in writers["val"].paths for line in open(p)
+            )
+            (tmp / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"data: {report.summary()}; tokens {stats}; shards in {target}")
+
+    def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:
+        if self.tokenizer_path:
+            return Tokenizer.from_file(self.tokenizer_path)
+        return Tokenizer.train(training_texts, vocab_size=self.vocab_size, kind=self.tokenizer_kind)
+
+    # --- loading ---------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None and self._datasets:
+            return
+        directory = self.prepared_dir
+        if not is_prepared(directory):
+            self.prepare_data()
+        self.tokenizer = Tokenizer.from_file(directory / "tokenizer.json")
+        self.report = json.loads((directory / "report.json").read_text())
+        from litdata import StreamingDataset, TokensLoader
+
+        for split in ("train", "val"):
+            self._datasets[split] = StreamingDataset(
+                str(directory / split),
+                item_loader=TokensLoader(block_size=self.block_size + 1),
+                shuffle=self.shuffle and split == "train",
+                drop_last=split == "train",
+                seed=self.seed,
+                transform=_to_int64,
+            )
+        if len(self._datasets["val"]) == 0:
+            raise DataError(
+                f"the validation split has {self.report['tokens']['val']} tokens, fewer than one block of "
+                f"{self.block_size + 1}: raise data.val_fraction or lower data.block_size"
+            )
+
+    @property
+    def bytes_per_token(self) -> float:
+        """UTF-8 bytes per token on the validation split (for bits-per-byte)."""
+        return self.report["val_bytes"] / max(1, self.report["tokens"]["val"])
+
+    def _loader(self, split: str):
+        from litdata import StreamingDataLoader
+
+        return StreamingDataLoader(
+            self._datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=False,
+            drop_last=split == "train",
+        )
+
+    def train_dataloader(self):
+        return self._loader("train")
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("val")
+
+    def num_train_samples(self) -> int:
+        return len(self._datasets["train"])
+
+    def steps_per_epoch(self) -> int:
+        return math.floor(self.num_train_samples() / self.batch_size)
+
+
+class ReasoningDataModule(TextDataModule):
+    """The built-in corpus: seeded step-by-step arithmetic problems, character-level, read in curriculum order.
+
+    Needs no files and no download. Training problems stream in the generator's order
+    (1-step problems first when the curriculum is on), so ``shuffle`` defaults to off.
+    """
+
+    name = "reasoning"
+
+    def __init__(
+        self,
+        corpus_seed: int = 1234,
+        working: str = "digits",
+        num_train: int = 60_000,
+        num_val: int = 300,
+        num_test: int = 300,
+        step_mix: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        curriculum: str = "staged",
+        stages: tuple[float, float] = (0.2, 0.4),
+        block_size: int = 256,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        shuffle: bool = False,
+        seed: int = 42,
+        cache_dir: str = ".cache/lightningllm",
+    ):
+        """
+        Args:
+            corpus_seed: seed of the problem generator (same seed, same corpus).
+            working: how each step is worked: ``plain``, ``reversed`` or ``digits`` (column by column).
+            num_train: training problems generated.
+            num_val: validation problems (validation loss and exact match during training).
+            num_test: held-out test problems (``lightningllm test`` reports exact match on them).
+            step_mix: relative weights of 1-, 2- and 3-step problems.
+            curriculum: ``staged`` puts 1-step problems first, then 2-step, then all; ``none`` mixes.
+            stages: fractions of the training stream where 2- and then 3-step problems come in.
+            block_size: tokens per training sample.
+            batch_size: samples per batch.
+            num_workers: loader worker processes.
+            shuffle: shuffle training samples (breaks the curriculum order).
+            seed: seed of the shuffle.
+            cache_dir: where the prepared corpus is cached.
+        """
+        super().__init__(
+            sources=None,
+            tokenizer_kind="char",
+            block_size=block_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            seed=seed,
+            cache_dir=cache_dir,
+            prepare_workers=1,
+        )
+        from lightningllm.data.reasoning import ReasoningCorpus
+
+        self.corpus = ReasoningCorpus(
+            seed=corpus_seed,
+            working=working,
+            num_train=num_train,
+            num_val=num_val,
+            num_test=num_test,
+            step_mix=tuple(step_mix),
+            curriculum=curriculum,
+            stages=tuple(stages),
+        )
+        self._corpus_args = {
+            "seed": corpus_seed,
+            "working": working,
+            "sizes": [num_train, num_val, num_test],
+            "step_mix": list(step_mix),
+            "curriculum": curriculum,
+            "stages": list(stages),
+        }
+
+    def _fingerprint_parts(self) -> dict:
+        import lightningllm.data.reasoning as generator
+
+        # Any change to the generator's code changes the corpus, so it is part of the key.
+        code = hashlib.blake2b(Path(generator.__file__).read_bytes(), digest_size=8).hexdigest()
+        return {"corpus": self._corpus_args, "generator": code, "tokenizer": "char"}
+
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool]]:
+        for split in ("train", "val"):
+            for problem in self.corpus.problems(split):
+                report.documents_read += 1
+                report.documents_kept += 1
+                report.bytes_kept += len(problem.text)
+                yield split, problem.text, True
+        report.bytes_read = report.bytes_kept
+
+    def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:
+        # Every character of the val/test problems also occurs in training (same templates), but
+        # build the vocabulary from all splits so an unseen character can never become <|unk|>.
+        texts = training_texts + [p.text for s in ("val", "test") for p in self.corpus.problems(s)]
+        return Tokenizer.train(texts, kind="char")
+
+    def problems(self, split: str):
+        """The held-out problems of ``split`` (``val`` or ``test``) for exact-match evaluation."""
+        return self.corpus.problems(split)
+
+
+class PromptDataModule(L.LightningDataModule):
+    """Prompts for ``predict``: from the command line and/or a file (one per line, or JSONL ``prompt``)."""
+
+    def __init__(self, prompts: list[str] | None = None, prompt_file: str | None = None, batch_size: int = 8):
+        """
+        Args:
+            prompts: prompt strings; a literal ``\\n`` in them becomes a newline.
+            prompt_file: a ``.jsonl`` file with a ``prompt`` field per line, or a text file with one
+                prompt per line (literal ``\\n`` becomes a newline).
+            batch_size: prompts generated together.
+        """
+        super().__init__()
+        self.prompts = [p.replace("\\n", "\n") for p in (prompts or [])]
+        self.prompt_file = prompt_file
+        self.batch_size = batch_size
+
+    def setup(self, stage: str | None = None) -> None:
+        prompts = list(self.prompts)
+        if self.prompt_file:
+            prompts.extend(read_prompt_file(Path(self.prompt_file)))
+        if not prompts:
+            raise DataError("no prompts given: pass --prompt TEXT or --prompt_file FILE")
+        self._items = [{"id": i, "prompt": p} for i, p in enumerate(prompts)]
+
+    def predict_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        def collate(items):
+            return {"id": [it["id"] for it in items], "prompt": [it["prompt"] for it in items]}
+
+        return DataLoader(self._items, batch_size=self.batch_size, collate_fn=collate)
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"prompt file {path} does not exist")
+    prompts = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                    raise DataError(f"{path}:{number}: record has no string 'prompt' field")
+                prompts.append(record["prompt"])
+            else:
+                prompts.append(line.rstrip("\n").replace("\\n", "\n"))
+    return prompts

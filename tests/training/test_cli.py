@@ -1,0 +1,109 @@
+"""The ``lightningllm`` command end to end: fit, test, predict from a checkpoint, configs, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightningllm.training import LitGPT
+from tests.conftest import CONFIGS, run_cli
+
+DEBUG = str(CONFIGS / "debug.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A debug model trained for 20 steps in its own folder (logs/ and .cache/ land there)."""
+    workdir = tmp_path_factory.mktemp("run")
+    result = run_cli("fit", "--config", DEBUG, cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def last_checkpoint(workdir: Path) -> Path:
+    return workdir / "logs" / "debug" / "checkpoints" / "last.ckpt"
+
+
+def test_fit_fast_dev_run(tmp_path):
+    result = run_cli("fit", "--config", DEBUG, "--trainer.fast_dev_run=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parameters" in result.stdout  # the parameter breakdown is printed at start-up
+
+
+def test_fit_writes_checkpoint_and_tensorboard_logs(trained_run):
+    assert last_checkpoint(trained_run).is_file()
+    events = list((trained_run / "logs" / "debug").rglob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/ppl", "val/bpb", "train/lr", "val/exact_match"} <= tags
+
+
+def test_predict_needs_only_the_checkpoint(trained_run, tmp_path):
+    output = tmp_path / "out.jsonl"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Q: Mia has 2 apples.\nA:"}) + "\n")
+    result = run_cli(
+        "predict", "--ckpt_path", str(last_checkpoint(trained_run)), "--prompt", "Q: Liam has 5 coins.\\nA:",
+        "--prompt_file", str(prompts), "--output", str(output), "--model.max_new_tokens", "7",
+        "--model.temperature", "0", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["Q: Liam has 5 coins.\nA:", "Q: Mia has 2 apples.\nA:"]
+    assert all(r["completion_tokens"] == 7 and r["prompt_tokens"] == len(r["prompt"]) for r in records)
+    assert records[0]["completion"] in result.stdout
+
+
+def test_test_subcommand_reports_exact_match(trained_run):
+    result = run_cli("test", "--config", DEBUG, "--ckpt_path", str(last_checkpoint(trained_run)), cwd=trained_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "held-out test split (30 problems): exact match" in result.stdout
+    assert "test/loss" in result.stdout
+
+
+def test_load_from_checkpoint_in_plain_python(trained_run):
+    module = LitGPT.load_from_checkpoint(last_checkpoint(trained_run))
+    assert module.tokenizer is not None and module.tokenizer.kind == "char"
+    assert module.model.config.vocab_size >= module.tokenizer.vocab_size  # vocab came from the data
+    ids = torch.tensor([module.tokenizer.encode("Q: Ava has 3 keys.")])
+    assert module.model(ids).shape == (1, ids.shape[1], module.model.config.vocab_size)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config, tmp_path):
+    from lightningllm.cli import build_cli
+
+    cli = build_cli(["--config", str(config)], run=False)
+    assert cli.model.config.n_layer >= 1
+    assert cli.datamodule is not None
+
+
+def test_missing_corpus_is_a_one_line_error(tmp_path):
+    result = run_cli(
+        "fit", "--config", DEBUG, "--data=lightningllm.data.TextDataModule",
+        "--data.sources=[no/such/dir]", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: data source no/such/dir does not exist"
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_config_key_is_rejected_by_name(tmp_path):
+    result = run_cli("fit", "--config", DEBUG, "--model.learnin_rate=0.1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "learnin_rate" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"this is not a checkpoint")
+    result = run_cli("predict", "--ckpt_path", str(bad), "--prompt", "hi", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot read checkpoint {bad}")
