@@ -1,17 +1,17 @@
-"""Benchmark: how fast a char-level GPT learns the built-in reasoning corpus on CPU, as a learning curve.
+"""Benchmark: how fast a small GPT learns the built-in reasoning corpus on CPU, as a learning curve.
 
-Trains ``lightningllm.model.GPT`` the way the product does: a character vocabulary (every
-character of the corpus plus an EOS id), the problems' ``text`` joined into one token stream
-with EOS after each, cut into consecutive non-overlapping windows of ``block_size + 1`` tokens,
-loss on every token, batches read in order (so the corpus curriculum is kept) unless
-``--shuffle``. The learning rate warms up over steps and then follows a cosine over the
-*time* budget, so ``--minutes`` alone sets the run length (``--steps`` sets it in optimizer
-steps instead, a fair comparison when other processes share the CPU). Every ``--eval-every`` minutes the
-clock pauses for batched greedy decoding of a fixed eval set of held-out test problems; the
-run ends with a larger final evaluation. Example::
+Trains ``lightningllm.model.GPT`` in a plain loop on the same data the demo uses: the product's
+tokenizer (BPE with single-digit tokens by default, or characters), the problems joined into one
+EOS-separated stream, cut into consecutive windows of ``block_size + 1`` tokens, the loss on
+answer tokens only (``--answer-only 0`` trains on every token), batches read in order so the
+corpus curriculum is kept (unless ``--shuffle``). The learning rate warms up over steps and then
+follows a cosine over the *time* budget, so ``--minutes`` alone sets the run length (``--steps``
+sets it in optimizer steps instead, fairer when other processes share the CPU). Every
+``--eval-every`` minutes the clock pauses for batched greedy decoding of held-out test problems;
+the run ends with a larger final evaluation. Examples::
 
     python benchmarks/reasoning_recipe.py --minutes 6
-    python benchmarks/reasoning_recipe.py --minutes 1.5 --max-steps 1 --working plain
+    python benchmarks/reasoning_recipe.py --minutes 6 --max-steps 1 --tokenizer char --working plain
 """
 
 from __future__ import annotations
@@ -23,25 +23,29 @@ import time
 import torch
 
 from lightningllm.data.reasoning import WORKING_STYLES, Problem, ReasoningCorpus, exact_match_by_steps
-from lightningllm.model import GPT, GPTConfig, generate, lr_at, param_groups
+from lightningllm.data.tokenizer import Tokenizer
+from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, generate, lr_at, param_groups
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget (eval excluded)")
-    p.add_argument("--steps", type=int, default=0, help="train this many optimizer steps instead of --minutes")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps instead of --minutes")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.3 minutes, small model and eval")
     p.add_argument("--working", choices=WORKING_STYLES, default="digits")
-    p.add_argument("--max-steps", type=int, default=3, choices=(1, 2, 3), help="longest problems trained/tested")
+    p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe")
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
+    p.add_argument("--answer-only", type=int, default=1, help="1: loss on answer tokens only (as the demo)")
+    p.add_argument("--max-steps", type=int, default=3, choices=(1, 2, 3), help="most steps per problem")
     p.add_argument("--curriculum", choices=("staged", "none"), default="staged")
     p.add_argument("--num-train", type=int, default=60_000, help="training problems (the stream cycles)")
     p.add_argument("--shuffle", action="store_true", help="shuffle windows instead of reading them in order")
     p.add_argument("--seed", type=int, default=1234)
     # model
-    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-layer", type=int, default=3)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=320)
+    p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--pos-emb", choices=("learned", "sinusoidal", "rope"), default="rope")
     p.add_argument("--mlp", choices=("gelu", "swiglu"), default="gelu")
     p.add_argument("--norm", choices=("layernorm", "rmsnorm"), default="layernorm")
@@ -55,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-clip", type=float, default=1.0)
     # evaluation
     p.add_argument("--eval-every", type=float, default=1.0, help="minutes of training between evals")
-    p.add_argument("--eval-every-steps", type=int, default=250, help="steps between evals when --steps is set")
+    p.add_argument("--eval-every-steps", type=int, default=250, help="evals interval with --steps")
     p.add_argument("--eval-n", type=int, default=60, help="problems in the periodic eval set")
     p.add_argument("--final-n", type=int, default=300, help="problems in the final eval")
     p.add_argument("--threads", type=int, default=2)
@@ -66,33 +70,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class CharVocab:
-    """Characters of the corpus, sorted, plus one EOS id at the end."""
-
-    def __init__(self, texts: list[str]):
-        self.chars = sorted(set("".join(texts)))
-        self.index = {c: i for i, c in enumerate(self.chars)}
-        self.eos = len(self.chars)
-        self.size = len(self.chars) + 1
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index[c] for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids if i != self.eos)
+def build_tokenizer(train: list[Problem], test: list[Problem], kind: str, vocab_size: int) -> Tokenizer:
+    """The product's tokenizer: BPE trained on training texts (digits one per token), or characters."""
+    if kind == "bpe":
+        return Tokenizer.train([p.text for p in train], vocab_size=vocab_size, kind="bpe")
+    return Tokenizer.train([p.text for p in train + test], kind="char")
 
 
-def windows(problems: list[Problem], vocab: CharVocab, block_size: int) -> torch.Tensor:
-    """(N, block_size + 1) consecutive non-overlapping windows of the EOS-joined token stream."""
-    stream: list[int] = []
+def windows(problems: list[Problem], tok: Tokenizer, block_size: int, answer_only: bool) -> torch.Tensor:
+    """(N, 2, block_size) inputs and targets cut from the EOS-joined stream, as the data module does.
+
+    With ``answer_only`` the question's targets are ``IGNORE_INDEX``: read, never predicted.
+    """
+    ids: list[int] = []
+    trained: list[bool] = []
     for p in problems:
-        stream.extend(vocab.encode(p.text))
-        stream.append(vocab.eos)
-    n = len(stream) // (block_size + 1)
-    return torch.tensor(stream[: n * (block_size + 1)]).view(n, block_size + 1)
+        prompt, answer = tok.encode(p.prompt), tok.encode(p.completion) + [tok.eos_id]
+        ids += prompt + answer
+        trained += [not answer_only] * len(prompt) + [True] * len(answer)
+    n = len(ids) // (block_size + 1)
+    ids_t = torch.tensor(ids[: n * (block_size + 1)]).view(n, block_size + 1)
+    keep = torch.tensor(trained[: n * (block_size + 1)]).view(n, block_size + 1)
+    targets = torch.where(keep[:, 1:], ids_t[:, 1:], IGNORE_INDEX)
+    return torch.stack([ids_t[:, :-1], targets], dim=1)
 
 
-def evaluate(model: GPT, vocab: CharVocab, problems: list[Problem], batch: int = 100) -> dict:
+def evaluate(model: GPT, vocab: Tokenizer, problems: list[Problem], batch: int = 100) -> dict:
     """Greedy-decode every prompt and score the parsed answers per step count."""
     completions = []
     for i in range(0, len(problems), batch):
@@ -100,7 +103,7 @@ def evaluate(model: GPT, vocab: CharVocab, problems: list[Problem], batch: int =
         prompts = [vocab.encode(p.prompt) for p in chunk]
         room = model.config.block_size - max(len(x) for x in prompts)
         budget = min(room, max(len(p.completion) for p in chunk) + 8)  # a little slack to go wrong in
-        new = generate(model, prompts, max_new_tokens=budget, temperature=0, eos_id=vocab.eos)
+        new = generate(model, prompts, max_new_tokens=budget, temperature=0, eos_id=vocab.eos_id)
         completions.extend(vocab.decode(ids) for ids in new)
     model.train()
     return exact_match_by_steps(problems, completions) | {"samples": completions[:2]}
@@ -131,14 +134,14 @@ def main(argv: list[str] | None = None) -> None:
         curriculum=args.curriculum,
     )
     train, test = corpus.problems("train"), corpus.problems("test")
-    vocab = CharVocab([p.text for p in train + test])
-    data = windows(train, vocab, args.block_size)
+    vocab = build_tokenizer(train, test, args.tokenizer, args.vocab_size)
+    data = windows(train, vocab, args.block_size, args.answer_only)
     eval_set = balanced(test[::-1], args.eval_n, args.max_steps)  # disjoint from the final set's head
     final_set = balanced(test, args.final_n, args.max_steps)
 
     config = GPTConfig(
-        vocab_size=vocab.size,
-        block_size=args.block_size,
+        vocab_size=64 * math.ceil(vocab.vocab_size / 64),
+        block_size=max(args.block_size, 384),  # room to decode a whole 3-step answer
         n_layer=args.n_layer,
         n_head=args.n_head,
         n_embd=args.n_embd,
@@ -149,10 +152,11 @@ def main(argv: list[str] | None = None) -> None:
         dropout=0.0,
     )
     model = GPT(config)
-    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, args.beta2), foreach=True)
+    groups = param_groups(model, args.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), foreach=True)
     print(
         f"working={args.working} steps<={args.max_steps} curriculum={args.curriculum} shuffle={args.shuffle} "
-        f"vocab={vocab.size} params={model.num_params():,} windows={len(data)} "
+        f"vocab={vocab.vocab_size} params={model.num_params():,} windows={len(data)} "
         f"({data.numel() / 1e6:.2f}M tokens, {len(train)} problems)"
     )
     print(f"example: {train[0].text!r}")
@@ -180,19 +184,19 @@ def main(argv: list[str] | None = None) -> None:
         lr = warm * lr_at(int(1000 * progress()), args.lr, 0, 1000, args.lr * args.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = model(batch[:, :-1], batch[:, 1:])
+        loss = model(batch[:, 0], batch[:, 1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
-        step, tokens = step + 1, tokens + batch[:, :-1].numel()
+        step, tokens = step + 1, tokens + batch[:, 0].numel()
         trained_s += time.perf_counter() - t0
         if eval_due():
             next_eval += 60 * args.eval_every
             result = evaluate(model, vocab, eval_set)
             print(
                 f"[{trained_s / 60:5.2f} min] step {step:5d} loss {loss.item():.3f} lr {lr:.2e} "
-                f"{tokens / trained_s:,.0f} tok/s epoch {tokens / data[:, :-1].numel():.2f} | "
+                f"{tokens / trained_s:,.0f} tok/s epoch {tokens / data[:, 0].numel():.2f} | "
                 f"{fmt(result, args.max_steps)}",
                 flush=True,
             )

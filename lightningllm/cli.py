@@ -106,7 +106,25 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertising tips and two warnings that do not apply to token streams."""
+    import logging
+    import warnings
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()
+
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+
+
 def run(argv: list[str], predict_output: str | None = None):
+    import lightning.pytorch  # noqa: F401  (sets up the logger whose tips we filter)
+
+    _quiet_lightning()
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; passing args= as well makes it warn
     return build_cli(None, predict_output=predict_output)
 

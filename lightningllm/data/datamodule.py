@@ -23,6 +23,7 @@ import torch
 from lightningllm.data.shards import (
     AtomicDirectory,
     PieceWriter,
+    context_flag,
     count_tokens,
     fingerprint,
     is_prepared,
@@ -38,6 +39,7 @@ from lightningllm.data.sources import (
     split_of_document,
 )
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
+from lightningllm.model.gpt import IGNORE_INDEX
 
 SPLIT_PIECE_CHARS = 32_768
 """Long documents are cut into pieces of about this many characters before the train/val split,
@@ -56,9 +58,18 @@ def _pieces(text: str, size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
         start = end
 
 
-def _to_int64(tokens) -> torch.Tensor:
-    """Shards store uint16/uint32 (numpy) to halve disk and page cache; models want int64 ids."""
-    return torch.from_numpy(tokens.astype(np.int64, copy=False))
+def split_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_size + 1`` stored tokens → (inputs, targets), int64, each ``block_size`` long.
+
+    Targets of context-only tokens (prompts of instruction data) are ``IGNORE_INDEX``.
+    """
+    flag = context_flag(tokens.dtype)
+    ids = tokens.astype(np.int64)
+    context = ids >= flag
+    ids[context] -= flag
+    targets = ids[1:].copy()
+    targets[context[1:]] = IGNORE_INDEX
+    return torch.from_numpy(ids[:-1]), torch.from_numpy(targets)
 
 
 class TextDataModule(L.LightningDataModule):
@@ -131,13 +142,13 @@ class TextDataModule(L.LightningDataModule):
             "val_fraction": self.val_fraction,
         }
 
-    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool]]:
-        """Yield (split, text) pieces; the last piece of each document ends with EOS."""
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool, str | None]]:
+        """Yield (split, text, ends_with_eos, prompt) pieces; a prompt is read but not trained on."""
         files = resolve_sources(self.sources)
         for text in clean_documents(read_documents(files, self.jsonl_field, report), report):
             pieces = list(_pieces(text))
             for i, piece in enumerate(pieces):
-                yield split_of_document(piece, self.val_fraction), piece, i == len(pieces) - 1
+                yield split_of_document(piece, self.val_fraction), piece, i == len(pieces) - 1, None
 
     # --- preparation -----------------------------------------------------------------------
     @property
@@ -153,10 +164,10 @@ class TextDataModule(L.LightningDataModule):
             report = CleaningReport()
             writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
             training_sample: list[str] = []
-            for split, text, eos in self._documents(report):
-                writers[split].write(text, eos)
+            for split, text, eos, prompt in self._documents(report):
+                writers[split].write(text, eos, prompt)
                 if split == "train":
-                    training_sample.append(text)
+                    training_sample.append(text if prompt is None else prompt + text)
             for writer in writers.values():
                 writer.close()
             report.split_documents = {s: len(w.paths) for s, w in writers.items()}
@@ -210,7 +221,7 @@ class TextDataModule(L.LightningDataModule):
                 shuffle=self.shuffle and split == "train",
                 drop_last=split == "train",
                 seed=self.seed,
-                transform=_to_int64,
+                transform=split_sample,
             )
         if len(self._datasets["val"]) == 0:
             raise DataError(
@@ -269,6 +280,9 @@ class ReasoningDataModule(TextDataModule):
         step_mix: tuple[float, float, float] = (1.0, 1.0, 1.0),
         curriculum: str = "staged",
         stages: tuple[float, float] = (0.2, 0.4),
+        answer_loss_only: bool = True,
+        tokenizer_kind: TokenizerKind = "char",
+        vocab_size: int = 512,
         block_size: int = 256,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -286,6 +300,9 @@ class ReasoningDataModule(TextDataModule):
             step_mix: relative weights of 1-, 2- and 3-step problems.
             curriculum: ``staged`` puts 1-step problems first, then 2-step, then all; ``none`` mixes.
             stages: fractions of the training stream where 2- and then 3-step problems come in.
+            answer_loss_only: train on the answer tokens only; the question is read but not predicted.
+            tokenizer_kind: ``char``, or ``bpe`` (digits still one per token; words and templates compress).
+            vocab_size: BPE vocabulary size (ignored for ``char``).
             block_size: tokens per training sample.
             batch_size: samples per batch.
             num_workers: loader worker processes.
@@ -295,7 +312,8 @@ class ReasoningDataModule(TextDataModule):
         """
         super().__init__(
             sources=None,
-            tokenizer_kind="char",
+            tokenizer_kind=tokenizer_kind,
+            vocab_size=vocab_size,
             block_size=block_size,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -316,7 +334,9 @@ class ReasoningDataModule(TextDataModule):
             curriculum=curriculum,
             stages=tuple(stages),
         )
+        self.answer_loss_only = answer_loss_only
         self._corpus_args = {
+            "answer_loss_only": answer_loss_only,
             "seed": corpus_seed,
             "working": working,
             "sizes": [num_train, num_val, num_test],
@@ -330,20 +350,25 @@ class ReasoningDataModule(TextDataModule):
 
         # Any change to the generator's code changes the corpus, so it is part of the key.
         code = hashlib.blake2b(Path(generator.__file__).read_bytes(), digest_size=8).hexdigest()
-        return {"corpus": self._corpus_args, "generator": code, "tokenizer": "char"}
+        return {"corpus": self._corpus_args, "generator": code, "tokenizer": [self.tokenizer_kind, self.vocab_size]}
 
-    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool]]:
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool, str | None]]:
         for split in ("train", "val"):
             for problem in self.corpus.problems(split):
                 report.documents_read += 1
                 report.documents_kept += 1
                 report.bytes_kept += len(problem.text)
-                yield split, problem.text, True
+                if self.answer_loss_only:
+                    yield split, problem.completion, True, problem.prompt
+                else:
+                    yield split, problem.text, True, None
         report.bytes_read = report.bytes_kept
 
     def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:
         # Every character of the val/test problems also occurs in training (same templates), but
         # build the vocabulary from all splits so an unseen character can never become <|unk|>.
+        if self.tokenizer_kind == "bpe":
+            return Tokenizer.train(training_texts, vocab_size=self.vocab_size, kind="bpe")
         texts = training_texts + [p.text for s in ("val", "test") for p in self.corpus.problems(s)]
         return Tokenizer.train(texts, kind="char")
 

@@ -4,12 +4,14 @@ Each problem is a person with some countable objects who gains or loses some of 
 steps; the answer restates the start, works every step as an ``a op b = c`` equation and ends
 with ``Answer: N``. All numbers are whole: start values and operands lie in 0..99 and every
 intermediate result in 0..999 (subtractions never go below zero). How a step is worked is a
-choice (``working``): ``plain`` writes only the equation; ``reversed`` first writes the
-zero-padded operands and the result least-significant digit first; ``digits`` (the default, the
-one a small char-level GPT learns fastest) also writes each column's carry or borrow, so every
-digit the model emits depends on a few digits at fixed relative offsets. The train/val/test
-split of a problem is a hash of its numbers and operations, so no test number sequence is ever
-seen in training, whatever the name, object or phrasing around it.
+choice (``working``): ``plain`` writes only the equation; ``reversed`` writes the zero-padded
+operands and the result least-significant digit first; ``digits`` (the default) works column by
+column, units first, restating each column's two digits and incoming carry before its result
+digit and outgoing carry (``7+5+0=2c1``). Restating the digits splits every column into a copy
+and a one-digit sum, which a small char-level GPT learns several times faster than the bare
+result (benchmarks/reasoning_recipe.py compares the styles). The train/val/test split of a
+problem is a hash of its numbers and operations, so no test number sequence is ever seen in
+training, whatever the name, object or phrasing around it.
 """
 
 from __future__ import annotations
@@ -130,9 +132,10 @@ class Problem:
 def work_step(a: int, op: str, b: int, c: int, working: str) -> str:
     """The text of one step ``a op b = c`` in a working style, starting with a space.
 
-    ``digits`` writes ``017+025: 2c1 4c0 0c0 so 17 + 25 = 42.``: zero-padded operands, then per
-    column (units first) the result digit and the carry (``c``) or borrow (``b``) it passes on.
-    ``reversed`` writes ``017+025: 240 so 17 + 25 = 42.``, the same without the carries.
+    ``digits`` writes ``017+025: 7+5+0=2c1, 1+2+1=4c0, 0+0+0=0c0, so 17 + 25 = 42.``: zero-padded
+    operands, then per column (units first) the two digits and the incoming carry (``c``) or
+    borrow (``b``), the result digit and the carry or borrow passed on.
+    ``reversed`` writes ``017+025: 240 so 17 + 25 = 42.``: the result digits, units first.
     """
     equation = f"{a} {op} {b} = {c}."
     if working == "plain":
@@ -140,13 +143,15 @@ def work_step(a: int, op: str, b: int, c: int, working: str) -> str:
     if working not in WORKING_STYLES:
         raise ValueError(f"unknown working style {working!r}; choose one of {WORKING_STYLES}")
     da, db = f"{a:0{DIGITS}d}"[::-1], f"{b:0{DIGITS}d}"[::-1]  # units first
+    flag = "c" if op == "+" else "b"
     columns, carry = [], 0
     for x, y in zip(da, db, strict=True):
         total = int(x) + int(y) + carry if op == "+" else int(x) - int(y) - carry
-        digit, carry = total % 10, int(total >= 10 or total < 0)
-        columns.append(f"{digit}{'c' if op == '+' else 'b'}{carry}" if working == "digits" else str(digit))
-    sep = " " if working == "digits" else ""
-    return f" {a:0{DIGITS}d}{op}{b:0{DIGITS}d}: {sep.join(columns)} so {equation}"
+        digit, carry_out = total % 10, int(total >= 10 or total < 0)
+        columns.append(f"{x}{op}{y}{op}{carry}={digit}{flag}{carry_out}" if working == "digits" else str(digit))
+        carry = carry_out
+    work = ", ".join(columns) + "," if working == "digits" else "".join(columns)
+    return f" {a:0{DIGITS}d}{op}{b:0{DIGITS}d}: {work} so {equation}"
 
 
 def split_of(start: int, steps: Sequence[tuple[str, int]]) -> str:

@@ -34,20 +34,37 @@ def is_prepared(directory: Path) -> bool:
     return (directory / COMPLETE_MARKER).is_file()
 
 
+def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
+    """Smallest storage whose top bit stays free for the context-only flag."""
+    return np.uint16 if vocab_size < 2**15 else np.uint32
+
+
+def context_flag(dtype: np.dtype) -> int:
+    """The top bit of a stored token: set on tokens the model reads but is not trained to predict."""
+    return 1 << (8 * np.dtype(dtype).itemsize - 1)
+
+
 def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
-    """litdata worker: encode one file of JSON-lines documents into a single token array."""
+    """litdata worker: encode one file of JSON-lines documents into a single token array.
+
+    A document with a ``prompt`` stores the prompt's tokens with the context flag set, so the
+    loss covers only the rest (instruction data, the reasoning corpus's answers).
+    """
     tokenizer = _cached_tokenizer(tokenizer_json)
     with open(path, encoding="utf-8") as handle:
         docs = [json.loads(line) for line in handle]
-    texts = [d["text"] for d in docs]
-    ids = tokenizer.encode_batch(texts)
-    eos = tokenizer.eos_id
-    flat = []
-    for doc, doc_ids in zip(docs, ids, strict=True):
+    ids = tokenizer.encode_batch([d["text"] for d in docs])
+    prompted = [i for i, d in enumerate(docs) if d.get("prompt")]
+    prompt_ids = dict(zip(prompted, tokenizer.encode_batch([docs[i]["prompt"] for i in prompted]), strict=True))
+    dtype = token_dtype(tokenizer.vocab_size)
+    flag = context_flag(dtype)
+    flat: list[int] = []
+    for i, (doc, doc_ids) in enumerate(zip(docs, ids, strict=True)):
+        if i in prompt_ids:
+            flat.extend(t | flag for t in prompt_ids[i])
         flat.extend(doc_ids)
         if doc["eos"]:
-            flat.append(eos)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+            flat.append(tokenizer.eos_id)
     yield np.asarray(flat, dtype=dtype)
 
 
@@ -68,10 +85,12 @@ class PieceWriter:
         self._size = 0
         self.tokens_hint = 0
 
-    def write(self, text: str, eos: bool) -> None:
+    def write(self, text: str, eos: bool, prompt: str | None = None) -> None:
+        """Queue one document; ``prompt`` (if any) precedes ``text`` and is left out of the loss."""
         if self._handle is None or self._size >= self.piece_bytes:
             self._open_next()
-        line = json.dumps({"text": text, "eos": eos}, ensure_ascii=False) + "\n"
+        record = {"text": text, "eos": eos, **({"prompt": prompt} if prompt else {})}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
         self._handle.write(line)
         self._size += len(line)
 

@@ -39,14 +39,20 @@ def lr_at(
     total_steps: int,
     min_lr: float = 0.0,
     schedule: Schedule = "cosine",
+    progress: float | None = None,
 ) -> float:
-    """Learning rate at optimizer step ``step``: linear warmup, then cosine/linear decay or constant."""
+    """Learning rate at optimizer step ``step``: linear warmup, then cosine/linear decay or constant.
+
+    ``progress`` (0..1) replaces the step-based position in the decay, for schedules that run
+    over a wall-clock budget instead of a step count.
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if schedule == "constant":
         return max_lr
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    if progress is None:
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
     if schedule == "linear":
         return max_lr + (min_lr - max_lr) * progress
     if schedule == "cosine":

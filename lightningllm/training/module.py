@@ -18,7 +18,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, GPTConfig, generate, lr_at, param_groups
+from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, generate, lr_at, param_groups
 from lightningllm.model.optim import Schedule
 
 _COMPILED_PREFIX = "_orig_mod."
@@ -47,6 +47,7 @@ class LitGPT(L.LightningModule):
         top_k: int | None = None,
         top_p: float | None = None,
         sample_seed: int | None = None,
+        train_minutes: float | None = None,
     ):
         """
         Args:
@@ -65,6 +66,9 @@ class LitGPT(L.LightningModule):
             top_k: predict: sample among the k most likely tokens.
             top_p: predict: sample within the smallest set of tokens of total probability p.
             sample_seed: predict: seed for reproducible sampling.
+            train_minutes: stop after this much training wall-clock (validation excluded) and decay the
+                learning rate over it instead of over ``trainer.max_steps``: a run that fits a time budget
+                on any machine.
         """
         super().__init__()
         if isinstance(config, dict):  # as stored in a checkpoint's hyperparameters
@@ -77,6 +81,7 @@ class LitGPT(L.LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.val_loss = MeanMetric()
         self._step_start = 0.0
+        self._train_seconds = 0.0  # training wall-clock so far, saved in checkpoints
 
     # --- building the model: at setup (shape from the data) or from a checkpoint ----------
     def _build(self, config: GPTConfig) -> None:
@@ -114,10 +119,14 @@ class LitGPT(L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
-        batch = batch.long()
-        inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
-        return self.model(inputs, targets), targets.numel()
+    def _loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and the number of trained-on targets for (inputs, targets), or a (B, T + 1) block."""
+        if isinstance(batch, torch.Tensor):
+            batch = batch.long()
+            inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
+        else:
+            inputs, targets = batch
+        return self.model(inputs, targets), (targets != IGNORE_INDEX).sum()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
@@ -129,9 +138,14 @@ class LitGPT(L.LightningModule):
         self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._step_start
+        self._train_seconds += elapsed
+        budget = self.hparams.train_minutes
+        if budget is not None and self._train_seconds >= 60 * budget:
+            self.trainer.should_stop = True
         if (self.global_step % self.trainer.log_every_n_steps) == 0:
-            elapsed = time.perf_counter() - self._step_start
-            tokens = batch.shape[0] * (batch.shape[1] - 1) * self.trainer.world_size
+            inputs = batch if isinstance(batch, torch.Tensor) else batch[0]
+            tokens = inputs.shape[0] * inputs.shape[1] * self.trainer.world_size
             self.log("train/step_time", elapsed)
             self.log("train/tokens_per_sec", tokens / max(elapsed, 1e-9))
 
@@ -167,12 +181,15 @@ class LitGPT(L.LightningModule):
             groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps, fused=fused, foreach=not fused
         )
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: (
-                lr_at(step, hp.learning_rate, hp.warmup_steps, int(total), hp.min_lr, hp.lr_schedule) / hp.learning_rate
-            ),
-        )
+
+        def factor(step: int) -> float:
+            progress = None
+            if hp.train_minutes is not None:
+                progress = self._train_seconds / (60 * hp.train_minutes)
+            lr = lr_at(step, hp.learning_rate, hp.warmup_steps, int(total), hp.min_lr, hp.lr_schedule, progress)
+            return lr / hp.learning_rate
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- prediction ------------------------------------------------------------------------
@@ -208,6 +225,7 @@ class LitGPT(L.LightningModule):
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.to_str()
         checkpoint["gpt_config"] = self.config.to_dict()
+        checkpoint["train_seconds"] = self._train_seconds
         checkpoint["state_dict"] = {k.replace(_COMPILED_PREFIX, ""): v for k, v in checkpoint["state_dict"].items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -219,6 +237,7 @@ class LitGPT(L.LightningModule):
             self.configure_model()
         if "tokenizer" in checkpoint:
             self.tokenizer = Tokenizer.from_str(checkpoint["tokenizer"])
+        self._train_seconds = checkpoint.get("train_seconds", 0.0)
         prefix = _COMPILED_PREFIX if hasattr(self.model, "_orig_mod") else ""
         checkpoint["state_dict"] = {
             k.replace("model.", f"model.{prefix}", 1) if k.startswith("model.") else k: v

@@ -5,6 +5,7 @@ import torch
 
 from lightningllm.data import DataError, ReasoningDataModule, TextDataModule
 from lightningllm.data import datamodule as datamodule_module
+from lightningllm.model import IGNORE_INDEX
 
 
 def make(text_corpus, tmp_path, **kw):
@@ -17,11 +18,12 @@ def test_prepare_setup_and_batches(text_corpus, tmp_path):
     dm = make(text_corpus, tmp_path)
     dm.prepare_data()
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert batch.shape == (4, 17)  # block_size + 1 tokens per sample
-    assert int(batch.max()) < dm.tokenizer.vocab_size
-    assert next(iter(dm.val_dataloader())).shape[1] == 17
-    assert batch.dtype == torch.int64
+    inputs, targets = next(iter(dm.train_dataloader()))
+    assert inputs.shape == targets.shape == (4, 16)  # block_size + 1 tokens per sample, shifted by one
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert int(inputs.max()) < dm.tokenizer.vocab_size
+    assert next(iter(dm.val_dataloader()))[0].shape[1] == 16
+    assert inputs.dtype == targets.dtype == torch.int64
     assert dm.report["documents_kept"] == 27 and dm.bytes_per_token > 1.0
 
 
@@ -58,8 +60,9 @@ def test_validation_documents_never_appear_in_training(tmp_path):
     )  # fmt: skip
     dm.setup("fit")
 
-    def decoded(split):
-        return "".join(dm.tokenizer.decode(b.flatten().tolist(), skip_special=False) for b in dm._loader(split))
+    def decoded(split):  # whole windows: the inputs plus each window's last target
+        windows = [torch.cat([x, y[:, -1:]], dim=1).flatten().tolist() for x, y in dm._loader(split)]
+        return "".join(dm.tokenizer.decode(w, skip_special=False) for w in windows)
 
     train, val = decoded("train"), decoded("val")
     val_ids = {i for i in range(40) if f"document {i:03d}" in val}
@@ -86,14 +89,26 @@ def test_empty_corpus_after_cleaning_and_too_few_tokens_are_clear_errors(tmp_pat
     assert list((tmp_path / "k").iterdir()) == []
 
 
-def test_reasoning_datamodule_streams_problems_in_curriculum_order(tmp_path):
+def test_reasoning_datamodule_streams_problems_in_curriculum_order_with_answer_only_loss(tmp_path):
     dm = ReasoningDataModule(
-        num_train=400, num_val=30, num_test=30, block_size=64, batch_size=4, cache_dir=str(tmp_path / "cache")
+        num_train=400, num_val=30, num_test=30, block_size=160, batch_size=4, cache_dir=str(tmp_path / "cache")
     )
     dm.setup("fit")
-    first = dm.tokenizer.decode(next(iter(dm.train_dataloader()))[0].tolist(), skip_special=False)
-    assert first.startswith("Q: ")
-    assert first == dm.corpus.problems("train")[0].text[:65]  # unshuffled: the stream starts at problem 0
+    inputs, targets = next(iter(dm.train_dataloader()))
+    first = dm.corpus.problems("train")[0]
+    assert dm.tokenizer.decode(inputs[0].tolist()) == first.text[:160]  # unshuffled: the stream starts at problem 0
+    # The question is read but not trained on: its targets are ignored, the answer's are kept.
+    prompt_len = len(dm.tokenizer.encode(first.prompt))
+    assert (targets[0, : prompt_len - 1] == IGNORE_INDEX).all()
+    assert dm.tokenizer.decode(targets[0, prompt_len - 1 :].tolist()) == first.completion[: 161 - prompt_len]
     assert dm.tokenizer.kind == "char"
     assert len(dm.problems("test")) == 30
-    assert torch.is_tensor(next(iter(dm.val_dataloader())))
+
+
+def test_reasoning_datamodule_can_train_on_every_token(tmp_path):
+    dm = ReasoningDataModule(
+        num_train=200, num_val=30, num_test=30, block_size=32, answer_loss_only=False, cache_dir=str(tmp_path / "c")
+    )
+    dm.setup("fit")
+    inputs, targets = next(iter(dm.train_dataloader()))
+    assert (targets != IGNORE_INDEX).all()

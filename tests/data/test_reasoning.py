@@ -94,9 +94,13 @@ def test_every_step_equation_is_correct_and_answer_matches(working):
 
 def test_digit_working_columns_are_right():
     p = Problem("Mia", "She", "apples", 17, (("+", 25), ("-", 9)), "q", working="digits")
-    assert p.completion == (
-        " Mia starts with 17. 017+025: 2c1 4c0 0c0 so 17 + 25 = 42. 042-009: 3b1 3b0 0b0 so 42 - 9 = 33. Answer: 33"
-    )
+    expected = [
+        " Mia starts with 17.",
+        " 017+025: 7+5+0=2c1, 1+2+1=4c0, 0+0+0=0c0, so 17 + 25 = 42.",
+        " 042-009: 2-9-0=3b1, 4-0-1=3b0, 0-0-0=0b0, so 42 - 9 = 33.",
+        " Answer: 33",
+    ]
+    assert p.completion == "".join(expected)
     assert Problem("Mia", "She", "apples", 17, (("+", 25),), "q", working="reversed").completion == (
         " Mia starts with 17. 017+025: 240 so 17 + 25 = 42. Answer: 42"
     )
@@ -129,7 +133,8 @@ def test_plural_forms_follow_the_count(corpus):
 
 
 def test_staged_curriculum_puts_one_step_problems_first():
-    problems = ReasoningCorpus(seed=1, num_train=1000, curriculum="staged", stages=(0.2, 0.5)).problems("train")
+    corpus = ReasoningCorpus(seed=1, num_train=1000, curriculum="staged", stages=(0.2, 0.5))
+    problems = corpus.problems("train")
     assert all(p.num_steps == 1 for p in problems[:200])
     assert all(p.num_steps <= 2 for p in problems[:500])
     assert any(p.num_steps == 2 for p in problems[200:500])

@@ -57,7 +57,7 @@ def test_predict_needs_only_the_checkpoint(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["prompt"] for r in records] == ["Q: Liam has 5 coins.\nA:", "Q: Mia has 2 apples.\nA:"]
-    assert all(r["completion_tokens"] == 7 and r["prompt_tokens"] == len(r["prompt"]) for r in records)
+    assert all(r["completion_tokens"] == 7 and 0 < r["prompt_tokens"] < len(r["prompt"]) for r in records)
     assert records[0]["completion"] in result.stdout
 
 
@@ -70,16 +70,17 @@ def test_test_subcommand_reports_exact_match(trained_run):
 
 def test_load_from_checkpoint_in_plain_python(trained_run):
     module = LitGPT.load_from_checkpoint(last_checkpoint(trained_run))
-    assert module.tokenizer is not None and module.tokenizer.kind == "char"
+    assert module.tokenizer is not None and module.tokenizer.kind == "bpe"
     assert module.model.config.vocab_size >= module.tokenizer.vocab_size  # vocab came from the data
     ids = torch.tensor([module.tokenizer.encode("Q: Ava has 3 keys.")])
     assert module.model(ids).shape == (1, ids.shape[1], module.model.config.vocab_size)
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_config_parses(config, tmp_path):
+def test_every_config_parses(config, monkeypatch):
     from lightningllm.cli import build_cli
 
+    monkeypatch.setattr("sys.argv", ["lightningllm"])  # pytest's own arguments are not the CLI's
     cli = build_cli(["--config", str(config)], run=False)
     assert cli.model.config.n_layer >= 1
     assert cli.datamodule is not None
