@@ -76,8 +76,9 @@ class CleaningReport:
     split_documents: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        where = f"{self.files} file(s)" if self.files else "generated corpus"
         return (
-            f"{self.files} file(s): kept {self.documents_kept:,} of {self.documents_read:,} documents "
+            f"{where}: kept {self.documents_kept:,} of {self.documents_read:,} documents "
             f"({self.bytes_kept / 1e6:.2f} of {self.bytes_read / 1e6:.2f} MB); dropped {self.dropped_empty} empty, "
             f"{self.dropped_duplicate} duplicate; replaced {self.undecodable_bytes_replaced} undecodable byte(s)"
         )

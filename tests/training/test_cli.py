@@ -68,6 +68,22 @@ def test_test_subcommand_reports_exact_match(trained_run):
     assert "test/loss" in result.stdout
 
 
+def test_validate_subcommand_from_checkpoint(trained_run):
+    result = run_cli("validate", "--config", DEBUG, "--ckpt_path", str(last_checkpoint(trained_run)), cwd=trained_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/loss" in result.stdout and "val/exact_match" in result.stdout
+
+
+def test_print_config_is_complete_and_rerunnable(tmp_path):
+    printed = run_cli("fit", "--config", DEBUG, "--print_config", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    assert "n_layer: 2" in printed.stdout and "ReasoningDataModule" in printed.stdout
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed.stdout)
+    rerun = run_cli("fit", "--config", str(saved), "--trainer.fast_dev_run=1", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
 def test_load_from_checkpoint_in_plain_python(trained_run):
     module = LitGPT.load_from_checkpoint(last_checkpoint(trained_run))
     assert module.tokenizer is not None and module.tokenizer.kind == "bpe"
