@@ -159,7 +159,7 @@ class GPTConfig:
 
         Searches depth and width (a multiple of the head size), preferring the shape with
         the most non-embedding parameters and, among near-equals, an aspect ratio
-        ``n_embd / n_layer`` close to 32-64 (the range small GPTs train best at). The
+        ``n_embd / n_layer`` within 24-96 (the range small GPTs train well at). The
         vocabulary often dominates tiny budgets, so embeddings are counted exactly.
         """
         best: tuple[float, GPTConfig] | None = None
@@ -204,10 +204,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tiny and fast: every test uses it.
     "debug": {"vocab_size": 128, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, **_GPT2},
     # GPT-2-style small sizes, counted with the BPE vocabularies they are meant for.
-    "gpt-1m": {"vocab_size": 4096, "block_size": 256, "n_layer": 4, "n_head": 4, "n_embd": 128, **_GPT2},
-    "gpt-2m": {"vocab_size": 4096, "block_size": 256, "n_layer": 6, "n_head": 4, "n_embd": 160, **_GPT2},
-    "gpt-10m": {"vocab_size": 8192, "block_size": 512, "n_layer": 8, "n_head": 6, "n_embd": 336, **_GPT2},
-    "gpt-30m": {"vocab_size": 16384, "block_size": 512, "n_layer": 10, "n_head": 8, "n_embd": 512, **_GPT2},
+    "gpt-1m": {"vocab_size": 4096, "block_size": 256, "n_layer": 5, "n_head": 4, "n_embd": 96, **_GPT2},  # 0.98M
+    "gpt-2m": {"vocab_size": 4096, "block_size": 256, "n_layer": 7, "n_head": 4, "n_embd": 128, **_GPT2},  # 1.95M
+    "gpt-10m": {"vocab_size": 8192, "block_size": 512, "n_layer": 8, "n_head": 6, "n_embd": 288, **_GPT2},  # 10.5M
+    "gpt-30m": {"vocab_size": 16384, "block_size": 512, "n_layer": 10, "n_head": 7, "n_embd": 448, **_GPT2},  # 31.7M
     # The exact GPT-2 small shape (124,439,808 parameters at vocab 50257).
     "gpt2-124m": {
         "vocab_size": 50257,
@@ -221,7 +221,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "llama-20m": {
         "vocab_size": 8192,
         "block_size": 512,
-        "n_layer": 8,
+        "n_layer": 11,
         "n_head": 8,
         "n_kv_head": 2,
         "n_embd": 384,

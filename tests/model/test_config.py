@@ -61,3 +61,11 @@ def test_for_budget_stays_within_the_budget(budget, vocab_size):
 def test_for_budget_exact_count_matches_the_built_model():
     config = GPTConfig.for_budget(2_000_000, vocab_size=4096, block_size=128, pos_emb="rope")
     assert GPT(config).num_params() == config.num_params() <= 2_000_000
+
+
+@pytest.mark.parametrize(
+    "name, low, high",
+    [("gpt-1m", 0.8e6, 1.2e6), ("gpt-2m", 1.7e6, 2.3e6), ("gpt-10m", 9e6, 11e6), ("gpt-30m", 28e6, 33e6)],
+)
+def test_size_presets_are_near_their_names(name, low, high):
+    assert low <= GPTConfig.from_name(name).num_params() <= high

@@ -124,10 +124,14 @@ def test_greedy_generation_is_reproducible_and_seeded_sampling_too():
 
 def test_generation_stops_each_sequence_at_eos():
     model = GPT(tiny()).eval()
-    first = generate(model, [[1, 2, 3]], 8, temperature=0)[0]
-    eos = first[2]
-    out = generate(model, [[1, 2, 3]], 8, temperature=0, eos_id=eos)[0]
-    assert out[-1] == eos and len(out) == first.index(eos) + 1
+    prompts = [[1, 2, 3], [9, 8, 7, 6]]
+    free = generate(model, prompts, 8, temperature=0)
+    eos = free[0][2]  # a token the first sequence emits at step 3
+    out = generate(model, prompts, 8, temperature=0, eos_id=eos)
+    for row, unstopped in zip(out, free, strict=True):
+        cut = unstopped.index(eos) + 1 if eos in unstopped else len(unstopped)
+        assert row == unstopped[:cut]  # each row stops at its own EOS, and only there
+    assert out[0][-1] == eos and len(out[0]) < 8
 
 
 def test_too_long_prompt_raises_or_is_cropped_explicitly():

@@ -45,7 +45,16 @@ def test_linear_and_constant_schedules():
         lr_at(50, 1.0, 5, 105, 0.0, "exponential")
 
 
-@pytest.mark.parametrize("variant", [{}, {"norm": "rmsnorm", "mlp": "swiglu", "pos_emb": "rope", "n_kv_head": 1}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"norm": "rmsnorm", "mlp": "swiglu", "pos_emb": "rope", "bias": False, "n_kv_head": 1},
+        {"pos_emb": "sinusoidal", "tie_embeddings": False},
+        {"pos_emb": "rope", "n_head": 4, "n_kv_head": 2},
+    ],
+    ids=["gpt2", "llama", "sinusoidal", "rope-gqa"],
+)
 def test_each_variant_overfits_a_tiny_batch(variant):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("debug", **variant))
