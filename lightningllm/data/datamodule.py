@@ -9,9 +9,11 @@ into input and target by the module. Subclasses (the built-in reasoning corpus) 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +58,17 @@ def _pieces(text: str, size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
             end = newline + 1 if newline != -1 else end
         yield text[start:end]
         start = end
+
+
+@contextlib.contextmanager
+def _preserved_rng_state():
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def split_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,6 +173,12 @@ class TextDataModule(L.LightningDataModule):
         if is_prepared(target):
             print(f"data: reusing prepared shards in {target}")
             return
+        # Preparing must not move the global RNGs: a first run and a cached run with the same
+        # seed then initialize the same model.
+        with _preserved_rng_state():
+            self._prepare(target)
+
+    def _prepare(self, target: Path) -> None:
         with AtomicDirectory(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             report = CleaningReport()
             writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
