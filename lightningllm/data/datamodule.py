@@ -166,7 +166,7 @@ class TextDataModule(L.LightningDataModule):
     # --- preparation -----------------------------------------------------------------------
     @property
     def prepared_dir(self) -> Path:
-        return self.cache_dir / f"{self.name}-{fingerprint({'v': 1, **self._fingerprint_parts()})}"
+        return self.cache_dir / f"{self.name}-{fingerprint({'v': 2, **self._fingerprint_parts()})}"
 
     def prepare_data(self) -> None:
         target = self.prepared_dir
@@ -211,9 +211,7 @@ class TextDataModule(L.LightningDataModule):
                     f"{self.block_size + 1}: add text or lower data.block_size"
                 )
             summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
-            summary["val_bytes"] = sum(
-                len(json.loads(line)["text"].encode()) for p in writers["val"].paths for line in open(p)
-            )
+            summary["val_bytes"] = writers["val"].text_bytes
             (tmp / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"data: {report.summary()}; tokens {stats}; shards in {target}")
 

@@ -83,13 +83,14 @@ class PieceWriter:
         self.paths: list[str] = []
         self._handle = None
         self._size = 0
-        self.tokens_hint = 0
+        self.text_bytes = 0  # UTF-8 bytes of the trained-on text (prompts excluded), for bits per byte
 
     def write(self, text: str, eos: bool, prompt: str | None = None) -> None:
         """Queue one document; ``prompt`` (if any) precedes ``text`` and is left out of the loss."""
         if self._handle is None or self._size >= self.piece_bytes:
             self._open_next()
         record = {"text": text, "eos": eos, **({"prompt": prompt} if prompt else {})}
+        self.text_bytes += len(text.encode("utf-8"))
         line = json.dumps(record, ensure_ascii=False) + "\n"
         self._handle.write(line)
         self._size += len(line)
