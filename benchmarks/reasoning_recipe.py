@@ -1,10 +1,10 @@
 """Benchmark: how fast a small GPT learns the built-in reasoning corpus on CPU, as a learning curve.
 
-Trains ``lightningllm.model.GPT`` in a plain loop on the same data the demo uses: the product's
-tokenizer (BPE with single-digit tokens by default, or characters), the problems joined into one
-EOS-separated stream, cut into consecutive windows of ``block_size + 1`` tokens, the loss on
-answer tokens only (``--answer-only 0`` trains on every token), batches read in order so the
-corpus curriculum is kept (unless ``--shuffle``). The learning rate warms up over steps and then
+Trains ``lightningllm.model.GPT`` in a plain loop on batches from the demo's own
+``ReasoningDataModule``: the same tokenizer (BPE with single-digit tokens by default, or
+characters), shards of ``block_size + 1``-token windows, the loss on answer tokens only
+(``--answer-only 0`` trains on every token), read in order so the corpus curriculum is kept
+(unless ``--shuffle``). The learning rate warms up over steps and then
 follows a cosine over the *time* budget, so ``--minutes`` alone sets the run length (``--steps``
 sets it in optimizer steps instead, fairer when other processes share the CPU). Every
 ``--eval-every`` minutes the clock pauses for batched greedy decoding of held-out test problems;
@@ -22,9 +22,10 @@ import time
 
 import torch
 
-from lightningllm.data.reasoning import WORKING_STYLES, Problem, ReasoningCorpus, exact_match_by_steps
-from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, generate, lr_at, param_groups
+from lightningllm.data import ReasoningDataModule
+from lightningllm.data.reasoning import WORKING_STYLES, Problem
+from lightningllm.model import GPT, GPTConfig, lr_at, param_groups
+from lightningllm.training.reasoning_eval import evaluate_reasoning
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,45 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_tokenizer(train: list[Problem], test: list[Problem], kind: str, vocab_size: int) -> Tokenizer:
-    """The product's tokenizer: BPE trained on training texts (digits one per token), or characters."""
-    if kind == "bpe":
-        return Tokenizer.train([p.text for p in train], vocab_size=vocab_size, kind="bpe")
-    return Tokenizer.train([p.text for p in train + test], kind="char")
-
-
-def windows(problems: list[Problem], tok: Tokenizer, block_size: int, answer_only: bool) -> torch.Tensor:
-    """(N, 2, block_size) inputs and targets cut from the EOS-joined stream, as the data module does.
-
-    With ``answer_only`` the question's targets are ``IGNORE_INDEX``: read, never predicted.
-    """
-    ids: list[int] = []
-    trained: list[bool] = []
-    for p in problems:
-        prompt, answer = tok.encode(p.prompt), tok.encode(p.completion) + [tok.eos_id]
-        ids += prompt + answer
-        trained += [not answer_only] * len(prompt) + [True] * len(answer)
-    n = len(ids) // (block_size + 1)
-    ids_t = torch.tensor(ids[: n * (block_size + 1)]).view(n, block_size + 1)
-    keep = torch.tensor(trained[: n * (block_size + 1)]).view(n, block_size + 1)
-    targets = torch.where(keep[:, 1:], ids_t[:, 1:], IGNORE_INDEX)
-    return torch.stack([ids_t[:, :-1], targets], dim=1)
-
-
-def evaluate(model: GPT, vocab: Tokenizer, problems: list[Problem], batch: int = 100) -> dict:
-    """Greedy-decode every prompt and score the parsed answers per step count."""
-    completions = []
-    for i in range(0, len(problems), batch):
-        chunk = problems[i : i + batch]
-        prompts = [vocab.encode(p.prompt) for p in chunk]
-        room = model.config.block_size - max(len(x) for x in prompts)
-        budget = min(room, max(len(p.completion) for p in chunk) + 8)  # a little slack to go wrong in
-        new = generate(model, prompts, max_new_tokens=budget, temperature=0, eos_id=vocab.eos_id)
-        completions.extend(vocab.decode(ids) for ids in new)
-    model.train()
-    return exact_match_by_steps(problems, completions) | {"samples": completions[:2]}
-
-
 def balanced(problems: list[Problem], n: int, max_steps: int) -> list[Problem]:
     """The first n // max_steps test problems of each step count."""
     per = max(1, n // max_steps)
@@ -125,19 +87,27 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     mix = tuple(1.0 if k <= args.max_steps else 0.0 for k in (1, 2, 3))
-    corpus = ReasoningCorpus(
-        seed=args.seed,
+    # The demo's own data module: same corpus, tokenizer, shards and loss mask as `lightningllm fit`.
+    data = ReasoningDataModule(
+        corpus_seed=args.seed,
         working=args.working,
         num_train=args.num_train,
         num_test=max(3 * args.final_n, 300),
         step_mix=mix,
         curriculum=args.curriculum,
+        answer_loss_only=bool(args.answer_only),
+        tokenizer_kind=args.tokenizer,
+        vocab_size=args.vocab_size,
+        block_size=args.block_size,
+        batch_size=args.batch_size,
+        shuffle=args.shuffle,
+        seed=args.seed,
     )
-    train, test = corpus.problems("train"), corpus.problems("test")
-    vocab = build_tokenizer(train, test, args.tokenizer, args.vocab_size)
-    data = windows(train, vocab, args.block_size, args.answer_only)
+    data.setup("fit")
+    vocab, test = data.tokenizer, data.problems("test")
     eval_set = balanced(test[::-1], args.eval_n, args.max_steps)  # disjoint from the final set's head
     final_set = balanced(test, args.final_n, args.max_steps)
+    stream_tokens = data.num_train_samples() * args.block_size
 
     config = GPTConfig(
         vocab_size=64 * math.ceil(vocab.vocab_size / 64),
@@ -156,13 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), foreach=True)
     print(
         f"working={args.working} steps<={args.max_steps} curriculum={args.curriculum} shuffle={args.shuffle} "
-        f"vocab={vocab.vocab_size} params={model.num_params():,} windows={len(data)} "
-        f"({data.numel() / 1e6:.2f}M tokens, {len(train)} problems)"
+        f"vocab={vocab.vocab_size} params={model.num_params():,} windows={data.num_train_samples()} "
+        f"({stream_tokens / 1e6:.2f}M tokens, {args.num_train} problems)"
     )
-    print(f"example: {train[0].text!r}")
+    print(f"example: {data.corpus.problems('train')[0].text!r}")
 
-    order = torch.randperm(len(data)) if args.shuffle else torch.arange(len(data))
-    budget_s, trained_s, step, cursor, tokens = 60 * args.minutes, 0.0, 0, 0, 0
+    batches = iter(data.train_dataloader())
+    budget_s, trained_s, step, tokens = 60 * args.minutes, 0.0, 0, 0
     next_eval = 60 * args.eval_every
 
     def progress() -> float:  # fraction of the run done, by steps on a shared machine, else by time
@@ -175,35 +145,37 @@ def main(argv: list[str] | None = None) -> None:
 
     while progress() < 1.0:
         t0 = time.perf_counter()
-        if cursor + args.batch_size > len(order):  # the stream ran out: start the next epoch
-            order, cursor = (torch.randperm(len(data)) if args.shuffle else order), 0
-        batch = data[order[cursor : cursor + args.batch_size]]
-        cursor += args.batch_size
+        try:
+            inputs, targets = next(batches)
+        except StopIteration:  # the stream ran out: start the next epoch
+            batches = iter(data.train_dataloader())
+            inputs, targets = next(batches)
         warm = min(1.0, (step + 1) / args.warmup)
         # cosine over the time budget (in per-mille so lr_at's integer steps are fine-grained enough)
         lr = warm * lr_at(int(1000 * progress()), args.lr, 0, 1000, args.lr * args.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = model(batch[:, 0], batch[:, 1])
+        loss = model(inputs, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
-        step, tokens = step + 1, tokens + batch[:, 0].numel()
+        step, tokens = step + 1, tokens + inputs.numel()
         trained_s += time.perf_counter() - t0
         if eval_due():
             next_eval += 60 * args.eval_every
-            result = evaluate(model, vocab, eval_set)
+            result, _ = evaluate_reasoning(model, vocab, eval_set)
+            model.train()
             print(
                 f"[{trained_s / 60:5.2f} min] step {step:5d} loss {loss.item():.3f} lr {lr:.2e} "
-                f"{tokens / trained_s:,.0f} tok/s epoch {tokens / data[:, 0].numel():.2f} | "
+                f"{tokens / trained_s:,.0f} tok/s epoch {tokens / stream_tokens:.2f} | "
                 f"{fmt(result, args.max_steps)}",
                 flush=True,
             )
     t0 = time.perf_counter()
-    result = evaluate(model, vocab, final_set)
+    result, completions = evaluate_reasoning(model, vocab, final_set)
     print(f"final ({time.perf_counter() - t0:.0f}s to decode): {fmt(result, args.max_steps)}")
-    for sample in result["samples"]:
+    for sample in completions[:2]:
         print(f"  sample: {sample!r}")
     if math.isnan(loss.item()):
         raise SystemExit("training diverged (loss is NaN)")

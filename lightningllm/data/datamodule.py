@@ -372,20 +372,21 @@ class ReasoningDataModule(TextDataModule):
     def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool, str | None]]:
         for split in ("train", "val"):
             for problem in self.corpus.problems(split):
+                prompt, completion = problem.prompt, problem.completion  # properties build the text
                 report.documents_read += 1
                 report.documents_kept += 1
-                report.bytes_kept += len(problem.text)
+                report.bytes_kept += len(prompt) + len(completion)
                 if self.answer_loss_only:
-                    yield split, problem.completion, True, problem.prompt
+                    yield split, completion, True, prompt
                 else:
-                    yield split, problem.text, True, None
+                    yield split, prompt + completion, True, None
         report.bytes_read = report.bytes_kept
 
     def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:
+        if self.tokenizer_kind == "bpe":  # byte-level: no character can be unknown
+            return Tokenizer.train(training_texts, vocab_size=self.vocab_size, kind="bpe")
         # Every character of the val/test problems also occurs in training (same templates), but
         # build the vocabulary from all splits so an unseen character can never become <|unk|>.
-        if self.tokenizer_kind == "bpe":
-            return Tokenizer.train(training_texts, vocab_size=self.vocab_size, kind="bpe")
         texts = training_texts + [p.text for s in ("val", "test") for p in self.corpus.problems(s)]
         return Tokenizer.train(texts, kind="char")
 

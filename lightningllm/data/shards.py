@@ -54,14 +54,12 @@ def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
     with open(path, encoding="utf-8") as handle:
         docs = [json.loads(line) for line in handle]
     ids = tokenizer.encode_batch([d["text"] for d in docs])
-    prompted = [i for i, d in enumerate(docs) if d.get("prompt")]
-    prompt_ids = dict(zip(prompted, tokenizer.encode_batch([docs[i]["prompt"] for i in prompted]), strict=True))
+    prompt_ids = tokenizer.encode_batch([d.get("prompt", "") for d in docs])  # "" encodes to no tokens
     dtype = token_dtype(tokenizer.vocab_size)
     flag = context_flag(dtype)
     flat: list[int] = []
-    for i, (doc, doc_ids) in enumerate(zip(docs, ids, strict=True)):
-        if i in prompt_ids:
-            flat.extend(t | flag for t in prompt_ids[i])
+    for doc, doc_prompt, doc_ids in zip(docs, prompt_ids, ids, strict=True):
+        flat.extend(t | flag for t in doc_prompt)
         flat.extend(doc_ids)
         if doc["eos"]:
             flat.append(tokenizer.eos_id)

@@ -119,17 +119,16 @@ class LitGPT(L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss and the number of trained-on targets for (inputs, targets), or a (B, T + 1) block."""
+    @staticmethod
+    def _split(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) from our data modules' pairs, or from a plain (B, T + 1) token block."""
         if isinstance(batch, torch.Tensor):
             batch = batch.long()
-            inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
-        else:
-            inputs, targets = batch
-        return self.model(inputs, targets), (targets != IGNORE_INDEX).sum()
+            return batch[:, :-1], batch[:, 1:]  # (B, T) each
+        return batch
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss, tokens = self._loss(batch)
+        loss = self.model(*self._split(batch))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -144,21 +143,21 @@ class LitGPT(L.LightningModule):
         if budget is not None and self._train_seconds >= 60 * budget:
             self.trainer.should_stop = True
         if (self.global_step % self.trainer.log_every_n_steps) == 0:
-            inputs = batch if isinstance(batch, torch.Tensor) else batch[0]
-            tokens = inputs.shape[0] * inputs.shape[1] * self.trainer.world_size
+            inputs, _ = self._split(batch)
+            tokens = inputs.numel() * self.trainer.world_size
             self.log("train/step_time", elapsed)
             self.log("train/tokens_per_sec", tokens / max(elapsed, 1e-9))
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        loss, tokens = self._loss(batch)
-        self.val_loss.update(loss, weight=tokens)
+        inputs, targets = self._split(batch)
+        # Weight each batch by its trained-on targets: the split's mean NLL, not a mean of means.
+        self.val_loss.update(self.model(inputs, targets), weight=(targets != IGNORE_INDEX).sum())
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        loss, tokens = self._loss(batch)
-        self.val_loss.update(loss, weight=tokens)
+        self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
