@@ -15,7 +15,8 @@ import json
 import math
 import random
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -34,9 +35,9 @@ from lightningllm.data.shards import (
 from lightningllm.data.sources import (
     CleaningReport,
     DataError,
-    clean_documents,
     fingerprint_files,
-    read_documents,
+    in_sample,
+    iter_documents,
     resolve_sources,
     split_of_document,
 )
@@ -48,16 +49,21 @@ SPLIT_PIECE_CHARS = 32_768
 so a corpus that is one big file still gets a validation set."""
 
 
-def _pieces(text: str, size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
-    """Cut ``text`` at line breaks into pieces of roughly ``size`` characters."""
-    start = 0
-    while start < len(text):
-        end = start + size
-        if end < len(text):
-            newline = text.rfind("\n", start + size // 2, end)
+def _pieces(chunks: Iterable[str], size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
+    """Cut a text, given as consecutive chunks, at line breaks into pieces of roughly ``size`` characters."""
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while len(buffer) - start > size:
+            end = start + size
+            newline = buffer.rfind("\n", start + size // 2, end)
             end = newline + 1 if newline != -1 else end
-        yield text[start:end]
-        start = end
+            yield buffer[start:end]
+            start = end
+        buffer = buffer[start:]
+    if buffer:
+        yield buffer
 
 
 @contextlib.contextmanager
@@ -92,7 +98,7 @@ class TextDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        sources: list[str] | None = None,
+        sources: list[str] | str | None = None,
         jsonl_field: str = "text",
         tokenizer_kind: TokenizerKind = "bpe",
         vocab_size: int = 4096,
@@ -105,10 +111,12 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 42,
         cache_dir: str = ".cache/lightningllm",
         prepare_workers: int = 2,
+        tokenizer_train_bytes: int = 64_000_000,
     ):
         """
         Args:
-            sources: text files, folders (searched recursively) and glob patterns of .txt, .md, .jsonl.
+            sources: text files, folders (searched recursively) and glob patterns of .txt, .md, .jsonl;
+                one path alone needs no brackets.
             jsonl_field: the field of each JSONL record that holds its text.
             tokenizer_kind: ``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character).
             vocab_size: BPE vocabulary size to train (ignored for ``char``).
@@ -121,11 +129,13 @@ class TextDataModule(L.LightningDataModule):
             seed: seed of the shuffle.
             cache_dir: where prepared shards are cached, keyed by a fingerprint of sources and settings.
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
+            tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
+                training text (all of it when the corpus is smaller), which bounds its time and memory.
         """
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        self.sources = list(sources or [])
+        self.sources = [sources] if isinstance(sources, str) else list(sources or [])
         self.jsonl_field = jsonl_field
         self.tokenizer_kind = tokenizer_kind
         self.vocab_size = vocab_size
@@ -138,6 +148,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir)
         self.prepare_workers = prepare_workers
+        self.tokenizer_train_bytes = tokenizer_train_bytes
         self.tokenizer: Tokenizer | None = None
         self.report: dict = {}
         self._datasets: dict = {}
@@ -151,22 +162,37 @@ class TextDataModule(L.LightningDataModule):
         return {
             "files": fingerprint_files(files),
             "jsonl_field": self.jsonl_field,
-            "tokenizer": [self.tokenizer_kind, self.vocab_size, tokenizer_file],
+            "tokenizer": [self.tokenizer_kind, self.vocab_size, tokenizer_file, self.tokenizer_train_bytes],
             "val_fraction": self.val_fraction,
         }
 
-    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool, str | None]]:
-        """Yield (split, text, ends_with_eos, prompt) pieces; a prompt is read but not trained on."""
+    def _source_bytes(self) -> int:
+        """Size of the raw sources, to set the tokenizer's sampling rate before reading them."""
+        return sum(path.stat().st_size for path in resolve_sources(self.sources))
+
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, list[tuple[str, bool]], bool]]:
+        """Yield (split, segments, ends_with_eos); a segment is (text, trained), context is read but not trained on.
+
+        Plain text is cut into pieces first, so one large file still feeds both splits; an
+        instruction or chat record stays whole.
+        """
         files = resolve_sources(self.sources)
-        for text in clean_documents(read_documents(files, self.jsonl_field, report), report):
-            pieces = list(_pieces(text))
-            for i, piece in enumerate(pieces):
-                yield split_of_document(piece, self.val_fraction), piece, i == len(pieces) - 1, None
+        for document in iter_documents(files, self.jsonl_field, report):
+            if not document.is_plain:
+                key = json.dumps(document.segments, ensure_ascii=False)
+                yield split_of_document(key, self.val_fraction), document.segments, True
+                continue
+            pieces = _pieces(document.text_chunks())
+            piece = next(pieces)
+            for following in pieces:  # look ahead one piece: only the last ends with EOS
+                yield split_of_document(piece, self.val_fraction), [(piece, True)], False
+                piece = following
+            yield split_of_document(piece, self.val_fraction), [(piece, True)], True
 
     # --- preparation -----------------------------------------------------------------------
     @property
     def prepared_dir(self) -> Path:
-        return self.cache_dir / f"{self.name}-{fingerprint({'v': 2, **self._fingerprint_parts()})}"
+        return self.cache_dir / f"{self.name}-{fingerprint({'v': 3, **self._fingerprint_parts()})}"
 
     def prepare_data(self) -> None:
         target = self.prepared_dir
@@ -179,17 +205,26 @@ class TextDataModule(L.LightningDataModule):
             self._prepare(target)
 
     def _prepare(self, target: Path) -> None:
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
         with AtomicDirectory(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             report = CleaningReport()
             writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
-            training_sample: list[str] = []
-            for split, text, eos, prompt in self._documents(report):
-                writers[split].write(text, eos, prompt)
+            # BPE trains on a hash-chosen sample of the training pieces, bounded in size; a character
+            # vocabulary needs every character of the training text, which is a small set to keep.
+            rate = self.tokenizer_train_bytes / max(1, self._source_bytes())
+            tokenizer_sample: list[str] = []
+            characters: set[str] = set()
+            for split, segments, eos in self._documents(report):
+                writers[split].write(segments, eos)
                 if split == "train":
-                    training_sample.append(text if prompt is None else prompt + text)
+                    text = "".join(text for text, _ in segments)
+                    characters.update(text)
+                    if in_sample(text, rate) and self.tokenizer_kind != "char":
+                        tokenizer_sample.append(text)
             for writer in writers.values():
                 writer.close()
-            report.split_documents = {s: len(w.paths) for s, w in writers.items()}
+            report.split_documents = {s: w.documents for s, w in writers.items()}
             if report.documents_kept == 0:
                 raise DataError(f"no text left after cleaning the sources {self.sources} (all empty or duplicate)")
             for split, writer in writers.items():
@@ -198,13 +233,18 @@ class TextDataModule(L.LightningDataModule):
                         f"the {split} split is empty: the corpus has too few documents for "
                         f"val_fraction={self.val_fraction}"
                     )
-            tokenizer = self._build_tokenizer(training_sample)
-            del training_sample
+            seconds["read_clean"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            tokenizer = self._build_tokenizer(tokenizer_sample or ["".join(sorted(characters))])
+            del tokenizer_sample
             tokenizer.save(tmp / "tokenizer.json")
+            seconds["tokenizer"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             stats = {}
             for split, writer in writers.items():
                 write_shards(writer.paths, tokenizer.to_str(), tmp / split, self.prepare_workers)
                 stats[split] = count_tokens(tmp / split)
+            seconds["tokenize_write"] = time.perf_counter() - clock
             if stats["train"] < self.block_size + 1:
                 raise DataError(
                     f"the training split has {stats['train']} tokens, fewer than one block of "
@@ -212,8 +252,10 @@ class TextDataModule(L.LightningDataModule):
                 )
             summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
             summary["val_bytes"] = writers["val"].text_bytes
+            summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
             (tmp / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"data: {report.summary()}; tokens {stats}; shards in {target}")
+        timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+        print(f"data: {report.summary()}; tokens {stats}; {timing}; shards in {target}")
 
     def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:
         if self.tokenizer_path:
@@ -276,6 +318,44 @@ class TextDataModule(L.LightningDataModule):
 
     def steps_per_epoch(self) -> int:
         return math.floor(self.num_train_samples() / self.batch_size)
+
+    # --- resuming: the loader position is only meaningful for the same data and sampling ----
+    def _resume_settings(self) -> dict:
+        return {
+            "corpus": self.prepared_dir.name,
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+        }
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints: the settings a resumed run must share to continue at the exact next sample."""
+        return self._resume_settings()
+
+    def load_state_dict(self, state: dict) -> None:
+        """On ``fit --ckpt_path``, refuse with one clear line when the data no longer matches the checkpoint.
+
+        litdata would otherwise fail deep inside the loader (block size, seed, shuffle, corpus),
+        and a changed tokenizer would silently feed the model the wrong token ids.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.state.fn != "fit":
+            return  # validate/test/predict read no loader position
+        now = self._resume_settings()
+        if state.get("corpus") != now["corpus"]:
+            raise DataError(
+                f"cannot resume: the checkpoint was trained on prepared corpus {state.get('corpus')}, but the data "
+                f"settings now give {now['corpus']} (sources, tokenizer or split changed); resume with the same data, "
+                "or start a new run from the checkpoint's weights"
+            )
+        changed = [f"data.{k} {state[k]!r} -> {value!r}" for k, value in now.items() if state.get(k, value) != value]
+        if changed:
+            raise DataError(
+                f"cannot resume the data position exactly: {', '.join(changed)} since the checkpoint; "
+                "set them back to resume, or start a new run from the checkpoint's weights"
+            )
 
 
 class ReasoningDataModule(TextDataModule):
@@ -369,7 +449,10 @@ class ReasoningDataModule(TextDataModule):
         code = hashlib.blake2b(Path(generator.__file__).read_bytes(), digest_size=8).hexdigest()
         return {"corpus": self._corpus_args, "generator": code, "tokenizer": [self.tokenizer_kind, self.vocab_size]}
 
-    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, str, bool, str | None]]:
+    def _source_bytes(self) -> int:
+        return 0  # generated, and small: the tokenizer trains on all of it
+
+    def _documents(self, report: CleaningReport) -> Iterator[tuple[str, list[tuple[str, bool]], bool]]:
         for split in ("train", "val"):
             for problem in self.corpus.problems(split):
                 prompt, completion = problem.prompt, problem.completion  # properties build the text
@@ -377,9 +460,9 @@ class ReasoningDataModule(TextDataModule):
                 report.documents_kept += 1
                 report.bytes_kept += len(prompt) + len(completion)
                 if self.answer_loss_only:
-                    yield split, completion, True, prompt
+                    yield split, [(prompt, False), (completion, True)], True
                 else:
-                    yield split, prompt + completion, True, None
+                    yield split, [(prompt + completion, True)], True
         report.bytes_read = report.bytes_kept
 
     def _build_tokenizer(self, training_texts: list[str]) -> Tokenizer:

@@ -47,20 +47,21 @@ def context_flag(dtype: np.dtype) -> int:
 def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
     """litdata worker: encode one file of JSON-lines documents into a single token array.
 
-    A document with a ``prompt`` stores the prompt's tokens with the context flag set, so the
-    loss covers only the rest (instruction data, the reasoning corpus's answers).
+    Each document is a list of ``(text, trained)`` segments. Tokens of context segments (the
+    prompts of instruction data, the questions of the reasoning corpus) are stored with the
+    context flag set, so the loss covers only the trained segments.
     """
     tokenizer = _cached_tokenizer(tokenizer_json)
     with open(path, encoding="utf-8") as handle:
         docs = [json.loads(line) for line in handle]
-    ids = tokenizer.encode_batch([d["text"] for d in docs])
-    prompt_ids = tokenizer.encode_batch([d.get("prompt", "") for d in docs])  # "" encodes to no tokens
+    ids = iter(tokenizer.encode_batch([text for doc in docs for text, _ in doc["segments"]]))
     dtype = token_dtype(tokenizer.vocab_size)
     flag = context_flag(dtype)
     flat: list[int] = []
-    for doc, doc_prompt, doc_ids in zip(docs, prompt_ids, ids, strict=True):
-        flat.extend(t | flag for t in doc_prompt)
-        flat.extend(doc_ids)
+    for doc in docs:
+        for _, trained in doc["segments"]:
+            segment_ids = next(ids)
+            flat.extend(segment_ids if trained else [t | flag for t in segment_ids])
         if doc["eos"]:
             flat.append(tokenizer.eos_id)
     yield np.asarray(flat, dtype=dtype)
@@ -74,22 +75,26 @@ def _cached_tokenizer(tokenizer_json: str):
 
 
 class PieceWriter:
-    """Buffers documents of one split into JSON-lines files of about ``piece_bytes`` for the workers."""
+    """Buffers documents of one split into JSON-lines files of about ``piece_bytes`` for the workers.
 
-    def __init__(self, directory: Path, split: str, piece_bytes: int = 4 << 20):
+    Pieces of about a megabyte keep the tokenizing workers evenly loaded and their memory small.
+    """
+
+    def __init__(self, directory: Path, split: str, piece_bytes: int = 1 << 20):
         self.directory, self.split, self.piece_bytes = directory, split, piece_bytes
         self.paths: list[str] = []
         self._handle = None
         self._size = 0
-        self.text_bytes = 0  # UTF-8 bytes of the trained-on text (prompts excluded), for bits per byte
+        self.documents = 0
+        self.text_bytes = 0  # UTF-8 bytes of the trained-on text (context excluded), for bits per byte
 
-    def write(self, text: str, eos: bool, prompt: str | None = None) -> None:
-        """Queue one document; ``prompt`` (if any) precedes ``text`` and is left out of the loss."""
+    def write(self, segments: list[tuple[str, bool]], eos: bool) -> None:
+        """Queue one document of ``(text, trained)`` segments, followed by EOS if ``eos``."""
         if self._handle is None or self._size >= self.piece_bytes:
             self._open_next()
-        record = {"text": text, "eos": eos, **({"prompt": prompt} if prompt else {})}
-        self.text_bytes += len(text.encode("utf-8"))
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        self.documents += 1
+        self.text_bytes += sum(len(text.encode("utf-8")) for text, trained in segments if trained)
+        line = json.dumps({"segments": segments, "eos": eos}, ensure_ascii=False) + "\n"
         self._handle.write(line)
         self._size += len(line)
 

@@ -1,25 +1,32 @@
 """Reading and cleaning a user's text: files, folders and globs of ``.txt``, ``.md`` and ``.jsonl``.
 
 One file, or one JSONL record, is one document. Cleaning normalizes to Unicode NFC, replaces
-undecodable bytes (and counts them), drops empty and exact-duplicate documents, and keeps a
-report of what was kept and dropped. Bad input raises ``DataError`` with one line that names
-the file (and line) at fault.
+undecodable bytes (and counts them), drops empty and exact-duplicate documents (by a hash of
+the cleaned content), and keeps a report of what was kept and dropped. A text file is read in
+chunks of a few megabytes, so even a single 200 MB line never sits in memory whole. Bad input
+raises ``DataError`` with one line that names the file (and line) at fault.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import glob
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lightningllm.data.instruct import Segment, record_segments
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
 SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
 _BINARY_SNIFF = 8192
+READ_CHUNK_BYTES = 4 << 20
+"""Text files are read, decoded and normalized this many bytes at a time."""
 
 
 class DataError(ValueError):
@@ -87,14 +94,92 @@ class CleaningReport:
         return asdict(self)
 
 
-def _decode(raw: bytes, path: Path, report: CleaningReport, line: int | None = None) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", errors="replace")
-        # Count the replacement characters that decoding introduced (not ones already in the text).
-        report.undecodable_bytes_replaced += text.count("\ufffd") - raw.count("\ufffd".encode())
-        return text
+@dataclass
+class Document:
+    """One cleaned document as ``(text, trained)`` segments.
+
+    Plain text is one trained segment. Instruction and chat records alternate context
+    (prompts, role tags) and trained segments (answers). A text file too large to keep is
+    not held at all: ``reread`` streams its cleaned text again in chunks.
+    """
+
+    segments: list[Segment]
+    reread: Callable[[], Iterator[str]] | None = None
+
+    @property
+    def is_plain(self) -> bool:
+        return self.reread is not None or all(trained for _, trained in self.segments)
+
+    def text_chunks(self) -> Iterator[str]:
+        """A plain document's cleaned text, in order, in one or more chunks."""
+        if self.reread is not None:
+            yield from self.reread()
+        else:
+            for text, _ in self.segments:
+                yield text
+
+
+# --- decoding: undecodable bytes become U+FFFD, counted exactly ---------------------------
+_replaced_bytes = 0
+
+
+def _replace_and_count(err: UnicodeDecodeError) -> tuple[str, int]:
+    global _replaced_bytes
+    _replaced_bytes += err.end - err.start
+    return "\ufffd", err.end
+
+
+codecs.register_error("lightningllm.replace", _replace_and_count)
+
+
+@functools.cache
+def _composes_with_previous() -> frozenset[str]:
+    """Characters that NFC can merge into the character before them (second half of a canonical pair)."""
+    chars = {chr(c) for c in (*range(0x1161, 0x1176), *range(0x11A8, 0x11C3))}  # Hangul vowel and final jamo
+    for code in range(0x30000):
+        decomposition = unicodedata.decomposition(chr(code))
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                chars.add(chr(int(parts[1], 16)))
+    return frozenset(chars)
+
+
+def _starts_fresh(ch: str) -> bool:
+    """True if NFC never reorders or merges ``ch`` with what precedes it: text can be cut before it."""
+    if ch.isascii():
+        return True
+    return unicodedata.combining(ch) == 0 and not unicodedata.decomposition(ch) and ch not in _composes_with_previous()
+
+
+def _safe_cut(text: str, max_carry: int = 1 << 24) -> int:
+    """The last index before which ``text`` can be cut without changing its NFC normalization."""
+    for i in range(len(text) - 1, max(0, len(text) - max_carry), -1):
+        if _starts_fresh(text[i]):
+            return i
+    return len(text) if len(text) >= max_carry else 0  # pathological: megabytes of combining marks
+
+
+def _normalized_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[str]:
+    """NFC text of ``path`` in chunks; concatenated, equal to normalizing the whole file at once.
+
+    A file that fits in one chunk comes out as exactly one chunk.
+    """
+    chunk_bytes = chunk_bytes or READ_CHUNK_BYTES
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="lightningllm.replace")
+    carry = ""
+    with path.open("rb") as handle:
+        block = handle.read(chunk_bytes)
+        while block:
+            following = handle.read(chunk_bytes)  # read ahead: the last block needs no safe cut
+            text = carry + decoder.decode(block, final=not following)
+            carry = ""
+            if following:
+                cut = _safe_cut(text)
+                text, carry = text[:cut], text[cut:]
+            if text:
+                yield unicodedata.normalize("NFC", text)
+            block = following
 
 
 def _looks_binary(path: Path) -> bool:
@@ -103,53 +188,106 @@ def _looks_binary(path: Path) -> bool:
     return b"\x00" in head
 
 
-def read_documents(files: list[Path], jsonl_field: str, report: CleaningReport) -> Iterator[str]:
-    """Yield raw documents (before cleaning) from each file, streaming JSONL line by line."""
+def _content_hash() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16)
+
+
+class _Deduper:
+    """Drops empty and exact-duplicate documents, counting both in the report."""
+
+    def __init__(self, report: CleaningReport):
+        self.report = report
+        self.seen: set[bytes] = set()
+
+    def keep(self, digest: bytes, has_text: bool, nbytes: int) -> bool:
+        self.report.documents_read += 1
+        if not has_text:
+            self.report.dropped_empty += 1
+            return False
+        if digest in self.seen:
+            self.report.dropped_duplicate += 1
+            return False
+        self.seen.add(digest)
+        self.report.documents_kept += 1
+        self.report.bytes_kept += nbytes
+        return True
+
+
+def _text_file_document(path: Path, report: CleaningReport, dedupe: _Deduper) -> Document | None:
+    """One pass to clean, hash and measure the file; a file larger than one chunk is re-read later."""
+    global _replaced_bytes
+    _replaced_bytes = 0
+    digest, has_text, nbytes, count, first = _content_hash(), False, 0, 0, ""
+    for chunk in _normalized_chunks(path):
+        encoded = chunk.encode("utf-8")
+        digest.update(encoded)
+        nbytes += len(encoded)
+        has_text = has_text or not chunk.isspace()
+        count += 1
+        first = chunk if count == 1 else ""  # keep a one-chunk file; a larger one is re-read if kept
+    report.undecodable_bytes_replaced += _replaced_bytes
+    if not dedupe.keep(digest.digest(), has_text, nbytes):
+        return None
+    if count > 1:
+        return Document(segments=[], reread=functools.partial(_normalized_chunks, path))
+    return Document(segments=[(first, True)])
+
+
+def _jsonl_documents(path: Path, text_field: str, report: CleaningReport, dedupe: _Deduper) -> Iterator[Document]:
+    global _replaced_bytes
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            report.bytes_read += len(raw)
+            if not raw.strip():
+                continue
+            _replaced_bytes = 0
+            line = raw.decode("utf-8", errors="lightningllm.replace")
+            report.undecodable_bytes_replaced += _replaced_bytes
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: a record must be a JSON object, got {type(record).__name__}")
+            try:
+                segments = record_segments(record, text_field)
+            except ValueError as err:
+                raise DataError(f"{path}:{number}: {err}") from None
+            segments = [(unicodedata.normalize("NFC", text), trained) for text, trained in segments]
+            digest = _content_hash()
+            digest.update(json.dumps(segments, ensure_ascii=False).encode("utf-8"))
+            has_text = any(trained and text.strip() for text, trained in segments)
+            nbytes = sum(len(text.encode("utf-8")) for text, _ in segments)
+            if dedupe.keep(digest.digest(), has_text, nbytes):
+                yield Document(segments=segments)
+
+
+def iter_documents(files: list[Path], jsonl_field: str, report: CleaningReport) -> Iterator[Document]:
+    """Read and clean every file in order: one document per text file or JSONL record."""
+    dedupe = _Deduper(report)
     for path in files:
         report.files += 1
         if _looks_binary(path):
             raise DataError(f"{path} looks like a binary file (it contains NUL bytes), not text")
         if path.suffix.lower() in JSONL_SUFFIXES:
-            with path.open("rb") as handle:
-                for number, raw in enumerate(handle, start=1):
-                    report.bytes_read += len(raw)
-                    if not raw.strip():
-                        continue
-                    try:
-                        record = json.loads(_decode(raw, path, report, number))
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path}:{number}: malformed JSON ({err.msg})") from None
-                    if not isinstance(record, dict) or jsonl_field not in record:
-                        raise DataError(f"{path}:{number}: record has no {jsonl_field!r} field")
-                    if not isinstance(record[jsonl_field], str):
-                        raise DataError(f"{path}:{number}: field {jsonl_field!r} is not a string")
-                    yield record[jsonl_field]
+            yield from _jsonl_documents(path, jsonl_field, report, dedupe)
         else:
-            raw = path.read_bytes()
-            report.bytes_read += len(raw)
-            yield _decode(raw, path, report)
+            report.bytes_read += path.stat().st_size
+            document = _text_file_document(path, report, dedupe)
+            if document is not None:
+                yield document
 
 
-def clean_documents(documents: Iterator[str], report: CleaningReport) -> Iterator[str]:
-    """NFC-normalize, then drop empty and exact-duplicate documents (by content hash)."""
-    seen: set[bytes] = set()
-    for text in documents:
-        report.documents_read += 1
-        text = unicodedata.normalize("NFC", text)
-        if not text.strip():
-            report.dropped_empty += 1
-            continue
-        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-        if digest in seen:
-            report.dropped_duplicate += 1
-            continue
-        seen.add(digest)
-        report.documents_kept += 1
-        report.bytes_kept += len(text.encode("utf-8"))
-        yield text
+def _unit_hash(text: str, salt: bytes) -> float:
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, salt=salt).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def split_of_document(text: str, val_fraction: float) -> str:
     """Deterministic split by content hash: the same document always lands in the same split."""
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-    return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"
+    return "val" if _unit_hash(text, b"split") < val_fraction else "train"
+
+
+def in_sample(text: str, rate: float) -> bool:
+    """Deterministic ``rate`` sample by content hash, independent of the split."""
+    return rate >= 1.0 or _unit_hash(text, b"sample") < rate

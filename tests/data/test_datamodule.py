@@ -1,5 +1,8 @@
 """TextDataModule and ReasoningDataModule: prepare once, reuse, split cleanly, never leave partial output."""
 
+import functools
+import json
+
 import pytest
 import torch
 
@@ -112,3 +115,65 @@ def test_reasoning_datamodule_can_train_on_every_token(tmp_path):
     dm.setup("fit")
     inputs, targets = next(iter(dm.train_dataloader()))
     assert (targets != IGNORE_INDEX).all()
+
+
+def test_instruction_data_trains_on_responses_only(tmp_path):
+    records = [{"prompt": f"Square {i}?", "response": f"{i * i}."} for i in range(30)]
+    records.append({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]})
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records * 3))  # the repeats are dropped as duplicates
+    dm = TextDataModule(
+        sources=[str(path)], tokenizer_kind="char", block_size=64, batch_size=1, val_fraction=0.2, shuffle=False,
+        cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.report["documents_kept"] == 31 and dm.report["dropped_duplicate"] == 62
+    (inputs, targets), *_ = [(x[0].tolist(), y[0].tolist()) for x, y in dm._loader("train")]
+    decode = functools.partial(dm.tokenizer.decode, skip_special=False)
+    trained = decode([t for t in targets if t != IGNORE_INDEX])
+    context = decode([i for i, t in zip(inputs[1:], targets, strict=False) if t == IGNORE_INDEX])
+    # The stream starts with a record's context; from there every answer, its <|end|> and the EOS
+    # that joins records are the trained targets, and every prompt and role tag is context only.
+    answers = {f"{i * i}.<|end|>" for i in range(30)} | {"Hello.<|end|>"}
+    pieces = trained.split("<|eos|>")
+    assert len(pieces) >= 3 and set(pieces[:-1]) <= answers and any(a.startswith(pieces[-1]) for a in answers)
+    assert "Square " in context and "<|assistant|>" in context and "<|user|>" in context
+    assert not any(a in context for a in answers)
+
+
+def test_tokenizer_trains_on_a_bounded_sample(text_corpus, tmp_path, monkeypatch):
+    seen = []
+    original = TextDataModule._build_tokenizer
+
+    def spy(self, texts):
+        seen.append(sum(len(t.encode()) for t in texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(TextDataModule, "_build_tokenizer", spy)
+    make(text_corpus, tmp_path, cache_dir=str(tmp_path / "all")).prepare_data()
+    total = sum(p.stat().st_size for p in text_corpus.rglob("*.*"))
+    make(text_corpus, tmp_path, tokenizer_train_bytes=total // 4, cache_dir=str(tmp_path / "quarter")).prepare_data()
+    assert seen[0] > 0.6 * total  # small corpus: all training text
+    assert 0.05 * total < seen[1] < 0.45 * total  # about a quarter, by a deterministic hash sample
+
+
+def test_a_huge_single_line_is_read_in_bounded_memory(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from lightningllm.data import sources
+    from lightningllm.data.shards import PieceWriter
+    from lightningllm.data.sources import CleaningReport
+
+    line = ("lorem ipsum dolor sit amet " * 300_000).encode()  # 8 MB, no newline anywhere
+    (tmp_path / "line.txt").write_bytes(line)
+    monkeypatch.setattr(sources, "READ_CHUNK_BYTES", 256 << 10)
+    dm = TextDataModule(sources=[str(tmp_path / "line.txt")], cache_dir=str(tmp_path / "cache"))
+    writer = PieceWriter(tmp_path, "all")
+    tracemalloc.start()
+    for _, segments, eos in dm._documents(CleaningReport()):
+        writer.write(segments, eos)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    writer.close()
+    assert writer.text_bytes == len(line) and len(writer.paths) == 8
+    assert peak < 3 << 20, f"reading an 8 MB line peaked at {peak / 1e6:.1f} MB of Python memory"

@@ -1,19 +1,22 @@
+import unicodedata
+
 import pytest
 
+from lightningllm.data import sources
 from lightningllm.data.sources import (
     CleaningReport,
     DataError,
-    clean_documents,
-    read_documents,
+    iter_documents,
     resolve_sources,
     split_of_document,
 )
 
 
 def read_all(paths, field="text"):
+    """Cleaned documents as plain strings (segments joined) and the cleaning report."""
     report = CleaningReport()
-    docs = list(clean_documents(read_documents(resolve_sources([str(p) for p in paths]), field, report), report))
-    return docs, report
+    docs = iter_documents(resolve_sources([str(p) for p in paths]), field, report)
+    return ["".join(doc.text_chunks()) if doc.is_plain else doc.segments for doc in docs], report
 
 
 def test_files_folders_and_globs_are_expanded(text_corpus):
@@ -42,6 +45,12 @@ def test_jsonl_record_without_the_field_names_the_field(tmp_path):
     bad = tmp_path / "x.jsonl"
     bad.write_text('{"text": "fine"}\n{"body": "no text"}\n')
     with pytest.raises(DataError, match=r"x.jsonl:2: record has no 'text' field"):
+        read_all([bad])
+    bad.write_text('{"text": "fine"}\n["a list"]\n')
+    with pytest.raises(DataError, match=r"x.jsonl:2: a record must be a JSON object"):
+        read_all([bad])
+    bad.write_text('{"text": 3}\n')
+    with pytest.raises(DataError, match=r"x.jsonl:1: field 'text' is not a string"):
         read_all([bad])
 
 
@@ -78,3 +87,65 @@ def test_split_is_deterministic_and_roughly_the_fraction():
     splits = [split_of_document(d, 0.1) for d in docs]
     assert splits == [split_of_document(d, 0.1) for d in docs]
     assert 150 < splits.count("val") < 250
+
+
+def test_a_large_file_is_streamed_in_chunks_and_cleans_exactly_like_a_small_one(tmp_path, monkeypatch):
+    # Decomposed accents, Hangul jamo, emoji and undecodable bytes straddle the chunk boundaries.
+    unit = "cafe\u0301 \u1100\u1161\u11a8 na\u0308ive 😀 漢字 ".encode() + b"\xff" + b" end\n"
+    (tmp_path / "big.txt").write_bytes(unit * 500)
+    whole = unicodedata.normalize("NFC", (unit * 500).decode("utf-8", errors="replace"))
+    monkeypatch.setattr(sources, "READ_CHUNK_BYTES", 7)  # tiny chunks: every kind of boundary is hit
+    chunks = list(sources._normalized_chunks(tmp_path / "big.txt"))
+    assert len(chunks) > 100 and "".join(chunks) == whole
+    report = CleaningReport()
+    (doc,) = iter_documents([tmp_path / "big.txt"], "text", report)
+    assert doc.reread is not None and doc.segments == []  # not held in memory: re-read when written
+    assert "".join(doc.text_chunks()) == whole
+    assert report.undecodable_bytes_replaced == 500 and report.bytes_kept == len(whole.encode())
+    monkeypatch.undo()
+    (small,) = iter_documents([tmp_path / "big.txt"], "text", CleaningReport())
+    assert small.reread is None and small.segments == [(whole, True)]  # one chunk: read once, kept
+
+
+def test_duplicates_are_found_across_small_and_streamed_files(tmp_path):
+    text = "the same words, again and again. " * 40
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "b.txt").write_text(unicodedata.normalize("NFD", text + "é"))
+    (tmp_path / "c.txt").write_text(text + "é")
+    docs, report = read_all([tmp_path])
+    assert len(docs) == 2 and report.dropped_duplicate == 1  # NFD and NFC spellings are one document
+
+
+def test_instruction_and_chat_records_become_context_and_trained_segments(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text(
+        '{"prompt": "Capital of France?", "response": "Paris."}\n'
+        '{"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"},'
+        ' {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"},'
+        ' {"role": "assistant", "content": "6"}]}\n'
+        '{"text": "plain text sits beside them"}\n'
+    )
+    docs, report = read_all([path])
+    assert docs[0] == [("<|user|>Capital of France?<|end|><|assistant|>", False), ("Paris.<|end|>", True)]
+    assert docs[1] == [
+        ("<|system|>Be terse.<|end|><|user|>2+2?<|end|><|assistant|>", False),
+        ("4<|end|>", True),
+        ("<|user|>3+3?<|end|><|assistant|>", False),
+        ("6<|end|>", True),
+    ]
+    assert docs[2] == "plain text sits beside them" and report.documents_kept == 3
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ('{"messages": [{"role": "robot", "content": "hi"}]}', r"sft.jsonl:1: messages\[0\] must be"),
+        ('{"messages": []}', "sft.jsonl:1: 'messages' must be a non-empty list"),
+        ('{"prompt": "q", "response": 7}', "sft.jsonl:1: fields 'prompt' and 'response' must be strings"),
+        ('{"prompt": "q"}', "sft.jsonl:1: record has no 'text' field"),
+    ],
+)
+def test_malformed_instruction_records_name_file_line_and_field(tmp_path, record, message):
+    (tmp_path / "sft.jsonl").write_text(record + "\n")
+    with pytest.raises(DataError, match=message):
+        read_all([tmp_path / "sft.jsonl"])

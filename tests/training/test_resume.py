@@ -1,10 +1,11 @@
 """Resume equals uninterrupted: stop at step K, `fit(ckpt_path=last)`, and land on identical weights."""
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightningllm.data import ReasoningDataModule
+from lightningllm.data import DataError, ReasoningDataModule
 from lightningllm.model import GPTConfig
 from lightningllm.training import LitGPT
 
@@ -20,12 +21,10 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | None = None) -> LitGPT:
+def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | None = None, **data_args) -> LitGPT:
     L.seed_everything(0)
-    data = ReasoningDataModule(
-        num_train=1000, num_val=30, num_test=30, block_size=48, batch_size=4, tokenizer_kind="bpe", vocab_size=320,
-        cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
+    args = dict(num_train=1000, num_val=30, num_test=30, block_size=48, batch_size=4, tokenizer_kind="bpe")
+    data = ReasoningDataModule(**(args | {"vocab_size": 320, "cache_dir": str(tmp_path / "cache")} | data_args))
     module = LitGPT(GPTConfig.from_name("debug", block_size=48), warmup_steps=3)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / checkpoints, save_last=True)]
     callbacks += [StopAt(stop)] if stop else []
@@ -37,9 +36,25 @@ def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | No
     return module
 
 
-def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path):
-    straight = fit(tmp_path, "straight")
-    fit(tmp_path, "resumed", stop=8)
-    resumed = fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"))
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path, num_workers):
+    straight = fit(tmp_path, "straight", num_workers=num_workers)
+    fit(tmp_path, "resumed", stop=8, num_workers=num_workers)
+    resumed = fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"), num_workers=num_workers)
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"block_size": 40}, r"data.block_size 48 -> 40"),
+        ({"num_workers": 1}, r"data.num_workers 0 -> 1"),
+        ({"seed": 7, "batch_size": 2}, r"data.batch_size 4 -> 2, data.seed 42 -> 7"),
+        ({"vocab_size": 300}, r"trained on prepared corpus reasoning-\w+, but the data settings now give"),
+    ],
+)
+def test_resuming_with_changed_data_settings_is_a_clear_error(tmp_path, change, message):
+    fit(tmp_path, "run", stop=4)
+    with pytest.raises(DataError, match=message):
+        fit(tmp_path, "run", ckpt_path=str(tmp_path / "run" / "last.ckpt"), **change)
