@@ -36,11 +36,12 @@ def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | No
     return module
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path, num_workers):
-    straight = fit(tmp_path, "straight", num_workers=num_workers)
-    fit(tmp_path, "resumed", stop=8, num_workers=num_workers)
-    resumed = fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"), num_workers=num_workers)
+@pytest.mark.parametrize("num_workers, shuffle", [(0, False), (1, True)])
+def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path, num_workers, shuffle):
+    data = {"num_workers": num_workers, "shuffle": shuffle}
+    straight = fit(tmp_path, "straight", **data)
+    fit(tmp_path, "resumed", stop=8, **data)
+    resumed = fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"), **data)
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
