@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lightningllm.data.instruct import format_prompt
 from lightningllm.data.shards import (
     AtomicDirectory,
     PieceWriter,
@@ -481,18 +482,30 @@ class ReasoningDataModule(TextDataModule):
 class PromptDataModule(L.LightningDataModule):
     """Prompts for ``predict``: from the command line and/or a file (one per line, or JSONL ``prompt``)."""
 
-    def __init__(self, prompts: list[str] | None = None, prompt_file: str | None = None, batch_size: int = 8):
+    def __init__(
+        self,
+        prompts: list[str] | None = None,
+        prompt_file: str | None = None,
+        batch_size: int = 8,
+        chat: bool = False,
+        system: str | None = None,
+    ):
         """
         Args:
             prompts: prompt strings; a literal ``\\n`` in them becomes a newline.
             prompt_file: a ``.jsonl`` file with a ``prompt`` field per line, or a text file with one
                 prompt per line (literal ``\\n`` becomes a newline).
             batch_size: prompts generated together.
+            chat: wrap each prompt in the chat format that instruction data trains on
+                (``<|user|>PROMPT<|end|><|assistant|>``), for models fine-tuned on prompt/response data.
+            system: with ``chat``, a system message put before each prompt.
         """
         super().__init__()
         self.prompts = [p.replace("\\n", "\n") for p in (prompts or [])]
         self.prompt_file = prompt_file
         self.batch_size = batch_size
+        self.chat = chat
+        self.system = system
 
     def setup(self, stage: str | None = None) -> None:
         prompts = list(self.prompts)
@@ -500,6 +513,8 @@ class PromptDataModule(L.LightningDataModule):
             prompts.extend(read_prompt_file(Path(self.prompt_file)))
         if not prompts:
             raise DataError("no prompts given: pass --prompt TEXT or --prompt_file FILE")
+        if self.chat:
+            prompts = [format_prompt(p, self.system) for p in prompts]
         self._items = [{"id": i, "prompt": p} for i, p in enumerate(prompts)]
 
     def predict_dataloader(self):

@@ -177,3 +177,16 @@ def test_a_huge_single_line_is_read_in_bounded_memory(tmp_path, monkeypatch):
     writer.close()
     assert writer.text_bytes == len(line) and len(writer.paths) == 8
     assert peak < 3 << 20, f"reading an 8 MB line peaked at {peak / 1e6:.1f} MB of Python memory"
+
+
+def test_chat_prompts_use_the_format_instruction_data_trains_on():
+    from lightningllm.data import PromptDataModule
+    from lightningllm.data.instruct import instruct_segments
+
+    dm = PromptDataModule(prompts=["Capital of France?"], chat=True)
+    dm.setup("predict")
+    context, _ = instruct_segments("Capital of France?", "Paris.")[0]
+    assert dm._items[0]["prompt"] == context == "<|user|>Capital of France?<|end|><|assistant|>"
+    plain = PromptDataModule(prompts=["Capital of France?"])
+    plain.setup("predict")
+    assert plain._items[0]["prompt"] == "Capital of France?"
