@@ -69,3 +69,11 @@ def test_broken_tokenizer_file_gives_a_one_line_error(tmp_path):
         Tokenizer.from_file(bad)
     with pytest.raises(FileNotFoundError):
         Tokenizer.from_file(tmp_path / "missing.json")
+
+
+def test_the_tokenizer_loads_without_lightning():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom lightningllm.data import Tokenizer\nprint('lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
