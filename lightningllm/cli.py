@@ -4,16 +4,24 @@
 rest (strategies, precision, checkpointing); TensorBoard logs land under ``logs/``. ``predict``
 also takes the shortcuts ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and
 ``--output FILE``, and needs only ``--ckpt_path``: the checkpoint carries the model's shape and
-its tokenizer. Errors in the user's data, config or checkpoint end in one line and exit code 2.
+its tokenizer. ``lightningllm export --ckpt_path X --out DIR`` writes a portable model folder
+(see ``lightningllm.export``); it is handled here, before LightningCLI, and loads no Lightning.
+Errors in the user's data, config or checkpoint end in one line and exit code 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
+EXPORT_HELP = (
+    "Also: `lightningllm export --ckpt_path X --out DIR` writes a portable model folder (config.json, "
+    "model.safetensors, tokenizer.json) for GPT.from_pretrained and --model.init_from; "
+    "see `lightningllm export --help`."
+)
 
 
 def _expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
@@ -80,6 +88,20 @@ def _build_cli_class():
                 raise ValueError(f"checkpoint {ckpt_path} was not written by lightningllm (no model config)")
             self.config = self.parser.parse_object({subcommand: {"model": {"config": config}}}, self.config)
 
+        def before_instantiate_classes(self) -> None:
+            """With ``--model.init_from DIR``, a data module taking ``tokenizer_path`` defaults to DIR's tokenizer."""
+            subcommand = self.config.get("subcommand")
+            config = self.config[subcommand] if subcommand else self.config
+            init_from = config.get("model.init_from")
+            data_args = config.get("data.init_args")
+            takes_tokenizer = data_args is not None and "tokenizer_path" in data_args
+            if not init_from or not takes_tokenizer or data_args.tokenizer_path is not None:
+                return
+            tokenizer = Path(init_from) / "tokenizer.json"
+            if tokenizer.is_file():
+                data_args.tokenizer_path = str(tokenizer)
+                print(f"data: using the tokenizer of model.init_from ({tokenizer})")
+
         def before_predict(self) -> None:
             writers = [cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)]
             if not writers:
@@ -92,9 +114,12 @@ def _build_cli_class():
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv, predict_output = _expand_predict_shortcuts(argv)
     try:
-        run(argv, predict_output)
+        if argv[:1] == ["export"]:
+            export(argv[1:])
+        else:
+            argv, predict_output = _expand_predict_shortcuts(argv)
+            run(argv, predict_output)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
@@ -104,6 +129,25 @@ def main(argv: list[str] | None = None) -> None:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def export(argv: list[str]) -> None:
+    """``lightningllm export``: a checkpoint → config.json, model.safetensors and tokenizer.json in one folder."""
+    parser = argparse.ArgumentParser(
+        prog="lightningllm export",
+        description="Write a portable model folder (config.json, model.safetensors, tokenizer.json; no pickle) "
+        "that GPT.from_pretrained(DIR) loads without Lightning and `fit --model.init_from DIR` trains on from.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `lightningllm fit`")
+    parser.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export to replace)")
+    args = parser.parse_args(argv)
+    from lightningllm.export import EXPORT_FILES, export_checkpoint
+
+    out = export_checkpoint(args.ckpt_path, args.out)
+    files = ", ".join(name for name in EXPORT_FILES if (out / name).is_file())
+    print(f"exported {args.ckpt_path} to {out}/ ({files})")
+    if not (out / "tokenizer.json").is_file():
+        print("note: the checkpoint holds no tokenizer (its data module had none), so neither does the export")
 
 
 def _quiet_lightning() -> None:
@@ -144,6 +188,7 @@ def build_cli(args: list[str] | None, run: bool = True, predict_output: str | No
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": EXPORT_HELP},
         trainer_defaults={
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",

@@ -3,14 +3,17 @@
 The model's vocabulary comes from the data module's tokenizer at ``setup`` (nobody copies
 numbers by hand); the resolved shape is written back into the hyperparameters, and the
 tokenizer is stored in every checkpoint, so ``LitGPT.load_from_checkpoint(path)`` and
-``predict --ckpt_path`` need nothing else.
+``predict --ckpt_path`` need nothing else. It logs ``train/*`` (loss, lr, grad_norm, step time,
+tokens/s) and ``val/*`` (loss, ppl, bpb), and at fit start the run's resolved hyperparameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +23,7 @@ from torchmetrics import MeanMetric
 from lightningllm.data.tokenizer import Tokenizer
 from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, generate, lr_at, param_groups
 from lightningllm.model.optim import Schedule
+from lightningllm.training.callbacks import data_arguments, log_hyperparameters
 
 _COMPILED_PREFIX = "_orig_mod."
 
@@ -27,6 +31,26 @@ _COMPILED_PREFIX = "_orig_mod."
 def _pad_vocab(size: int, multiple: int = 64) -> int:
     """Round the embedding table up so matmuls hit aligned shapes; ids past the tokenizer are unused."""
     return multiple * math.ceil(size / multiple)
+
+
+def _load_export(directory: str, data_tokenizer: Tokenizer | None) -> tuple[GPT, Tokenizer | None]:
+    """The GPT exported to ``directory`` and its tokenizer; the data's tokenizer, if any, must be the same."""
+    directory = Path(directory)
+    model = GPT.from_pretrained(directory)
+    tokenizer_file = directory / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(tokenizer_file) if tokenizer_file.is_file() else None
+    if data_tokenizer is not None and tokenizer is not None:
+        if data_tokenizer.hf.get_vocab(with_added_tokens=True) != tokenizer.hf.get_vocab(with_added_tokens=True):
+            raise ValueError(
+                f"the data's tokenizer ({data_tokenizer.vocab_size} tokens) is not the tokenizer of model.init_from "
+                f"{directory} ({tokenizer.vocab_size} tokens): train on it, e.g. --data.tokenizer_path {tokenizer_file}"
+            )
+    elif data_tokenizer is not None and data_tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"the data's tokenizer has {data_tokenizer.vocab_size} tokens, more than the vocab_size "
+            f"{model.config.vocab_size} of model.init_from {directory}"
+        )
+    return model, tokenizer
 
 
 class LitGPT(L.LightningModule):
@@ -48,6 +72,7 @@ class LitGPT(L.LightningModule):
         top_p: float | None = None,
         sample_seed: int | None = None,
         train_minutes: float | None = None,
+        init_from: str | None = None,
     ):
         """
         Args:
@@ -69,12 +94,17 @@ class LitGPT(L.LightningModule):
             train_minutes: stop after this much training wall-clock (validation excluded) and decay the
                 learning rate over it instead of over ``trainer.max_steps``: a run that fits a time budget
                 on any machine.
+            init_from: start from a folder written by ``lightningllm export`` (or ``GPT.save_pretrained``):
+                its ``config.json`` gives the model's shape (``config`` is ignored) and its weights the
+                starting point. The data must use its tokenizer (``--data.tokenizer_path DIR/tokenizer.json``).
         """
         super().__init__()
         if isinstance(config, dict):  # as stored in a checkpoint's hyperparameters
             config = GPTConfig.from_dict(config)
         self.config = config or GPTConfig.from_name("debug")
-        self.save_hyperparameters()
+        # logger=False: Lightning would log them before setup, with the placeholder vocab_size; on_fit_start
+        # logs the resolved ones with the data and trainer settings (see _run_hparams).
+        self.save_hyperparameters(logger=False)
         # A plain dict: checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams["config"] = self.config.to_dict()
         self.model: GPT | None = None
@@ -96,8 +126,12 @@ class LitGPT(L.LightningModule):
         if tokenizer is not None and self.tokenizer is None:
             self.tokenizer = tokenizer
         if self.model is None:
-            config = self.config
-            if tokenizer is not None:
+            config, pretrained = self.config, None
+            if self.hparams.get("init_from"):
+                pretrained, export_tokenizer = _load_export(self.hparams.init_from, tokenizer)
+                config = pretrained.config
+                self.tokenizer = self.tokenizer or export_tokenizer
+            elif tokenizer is not None:
                 config = dataclasses.replace(config, vocab_size=_pad_vocab(tokenizer.vocab_size))
             block_size = getattr(datamodule, "block_size", None)
             if block_size is not None and block_size > config.block_size:
@@ -105,15 +139,43 @@ class LitGPT(L.LightningModule):
                     f"data.block_size ({block_size}) is longer than model.config.block_size ({config.block_size})"
                 )
             self._build(config)
+            if pretrained is not None:
+                self.model.load_state_dict(pretrained.state_dict())
 
     def configure_model(self) -> None:
         if self.hparams.compile and self.model is not None and not hasattr(self.model, "_orig_mod"):
             self.model = torch.compile(self.model)
 
     def on_fit_start(self) -> None:
+        gpt = getattr(self.model, "_orig_mod", self.model)
         if self.trainer.is_global_zero:
-            gpt = getattr(self.model, "_orig_mod", self.model)
             print(f"model: {gpt.num_params():,} parameters\n{gpt.breakdown_table()}")
+        metrics = ["train/loss", "val/loss", "val/ppl", "val/bpb"]
+        if hasattr(self.trainer.datamodule, "problems"):  # the reasoning corpus: ReasoningEval's score
+            metrics.append("val/exact_match")
+        log_hyperparameters(self.trainer, self._run_hparams(gpt), metrics)
+
+    def _run_hparams(self, gpt: GPT) -> dict[str, Any]:
+        """What this run trains with: the module's arguments (with the resolved shape), the data's, the trainer's."""
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
+        batch_size, block_size = getattr(datamodule, "batch_size", None), getattr(datamodule, "block_size", None)
+        steps = trainer.accumulate_grad_batches * trainer.world_size
+        return {
+            **{k: v for k, v in self.hparams.items() if not k.startswith("_")},  # not LightningCLI's _instantiator
+            "num_params": gpt.num_params(),
+            "data": data_arguments(trainer),
+            "trainer": {
+                "precision": trainer.precision,
+                "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                "gradient_clip_val": trainer.gradient_clip_val,
+                "max_steps": trainer.max_steps,
+                "max_epochs": trainer.max_epochs,
+                "world_size": trainer.world_size,
+                "seed": None if seed is None else int(seed),
+                "tokens_per_step": batch_size * block_size * steps if batch_size and block_size else None,
+            },
+        }
 
     # --- training --------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -122,6 +184,8 @@ class LitGPT(L.LightningModule):
     @staticmethod
     def _split(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) from our data modules' pairs, or from a plain (B, T + 1) token block."""
+        if isinstance(batch, (list, tuple)) and len(batch) == 1:  # a TensorDataset of blocks yields [blocks]
+            batch = batch[0]
         if isinstance(batch, torch.Tensor):
             batch = batch.long()
             return batch[:, :-1], batch[:, 1:]  # (B, T) each
@@ -133,6 +197,15 @@ class LitGPT(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Total L2 norm of the gradients before clipping (Lightning clips after this hook; with 16-mixed the
+        # scaler has already unscaled them). Only on the steps Lightning writes logs: no per-step host sync.
+        every = self.trainer.log_every_n_steps  # 0 turns training logs off
+        if every and (self.global_step + 1) % every == 0:  # global_step counts the steps done so far
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
+            self.log("train/grad_norm", torch.linalg.vector_norm(norms))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
@@ -142,7 +215,7 @@ class LitGPT(L.LightningModule):
         budget = self.hparams.train_minutes
         if budget is not None and self._train_seconds >= 60 * budget:
             self.trainer.should_stop = True
-        if (self.global_step % self.trainer.log_every_n_steps) == 0:
+        if self.trainer.log_every_n_steps and self.global_step % self.trainer.log_every_n_steps == 0:
             inputs, _ = self._split(batch)
             tokens = inputs.numel() * self.trainer.world_size
             self.log("train/step_time", elapsed)

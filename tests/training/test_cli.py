@@ -33,16 +33,35 @@ def test_fit_fast_dev_run(tmp_path):
 
 def test_fit_writes_checkpoint_and_tensorboard_logs(trained_run):
     assert last_checkpoint(trained_run).is_file()
-    events = list((trained_run / "logs" / "debug").rglob("events.out.tfevents.*"))
-    assert events
+    assert (last_checkpoint(trained_run).parent / "best.ckpt").is_file()  # the best by val/loss
+    (events,) = (trained_run / "logs" / "debug").rglob("events.out.tfevents.*")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
-    tags = set()
-    for path in events:
-        accumulator = EventAccumulator(str(path))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "val/loss", "val/ppl", "val/bpb", "train/lr", "val/exact_match"} <= tags
+    accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    expected = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "val/loss", "val/ppl", "val/bpb"}
+    assert expected | {"val/exact_match"} <= scalars
+    assert "hp_metric" not in scalars  # no -1 placeholder
+    steps = {tag: [e.step for e in accumulator.Scalars(tag)] for tag in ("train/loss", "train/grad_norm")}
+    assert steps["train/grad_norm"] == steps["train/loss"] == [4, 9, 14, 19]  # log_every_n_steps: 5
+
+    # Hyperparameters: the resolved model shape, the data module's and the trainer's settings, linked to val/loss.
+    content = accumulator.PluginTagToContent("hparams")
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = {k: v.number_value or v.string_value for k, v in hparams.session_start_info.hparams.items()}
+    assert values["config/vocab_size"] == 384  # from the tokenizer, not the 50304 placeholder
+    assert values["config/n_layer"] == 2 and values["learning_rate"] == 3e-3
+    assert values["data/class"] == "ReasoningDataModule" and values["data/num_train"] == 2000
+    assert values["trainer/precision"] == "32-true" and values["trainer/seed"] == 1337
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"val/loss", "val/exact_match"} <= {m.name.tag for m in experiment.metric_infos}
+
+    # Samples: two held-out questions continued at each of the two validations.
+    samples = accumulator.Tensors("samples/text_summary")
+    assert [e.step for e in samples] == [10, 20]
+    assert samples[0].tensor_proto.string_val[0].decode().count("```\nQ: ") == 2
 
 
 def test_predict_needs_only_the_checkpoint(trained_run, tmp_path):

@@ -1,0 +1,250 @@
+"""``lightningllm export`` and ``--model.init_from``: checkpoint → portable folder → plain PyTorch, or more training."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors import safe_open
+
+from lightningllm.cli import build_cli, main
+from lightningllm.data import ReasoningDataModule, Tokenizer
+from lightningllm.export import EXPORT_FILES
+from lightningllm.model import GPT, GPTConfig, generate
+from lightningllm.training import LitGPT
+from tests.conftest import CONFIGS, REPO, run_cli
+
+DEBUG = str(CONFIGS / "debug.yaml")
+# debug.yaml's data settings, so a CLI run in the same folder reuses the prepared shards and tokenizer.
+DEBUG_DATA = dict(tokenizer_kind="bpe", vocab_size=384, num_train=2000, num_val=60, num_test=30, block_size=64)
+# A shape unlike debug.yaml's model (n_embd 32, rope, block 384): init_from must take the export's.
+EXPORT_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, block_size=96, pos_emb="learned")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir) -> Path:
+    """A lightningllm checkpoint of a few training steps on debug.yaml's data (trained in-process)."""
+    L.seed_everything(0)
+    data = ReasoningDataModule(**DEBUG_DATA, batch_size=8, cache_dir=str(workdir / ".cache" / "lightningllm"))
+    module = LitGPT(GPTConfig.from_name("debug", **EXPORT_SHAPE), warmup_steps=2)
+    trainer = L.Trainer(
+        max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True)],
+    )  # fmt: skip
+    trainer.fit(module, data)
+    return workdir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, workdir) -> Path:
+    """The checkpoint exported by the real command."""
+    out = workdir / "exports" / "tiny"
+    result = run_cli("export", "--ckpt_path", str(checkpoint), "--out", str(out), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(out) in result.stdout
+    return out
+
+
+def test_export_writes_config_weights_and_tokenizer_only(exported, checkpoint):
+    assert sorted(p.name for p in exported.iterdir()) == sorted(EXPORT_FILES)
+    assert [p.name for p in exported.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
+    stored = torch.load(checkpoint, weights_only=True)
+    assert json.loads((exported / "config.json").read_text()) == stored["gpt_config"]
+    assert Tokenizer.from_file(exported).to_str() == stored["tokenizer"]
+    with safe_open(str(exported / "model.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+    assert len({"wte.weight", "lm_head.weight"} & names) == 1  # the tied embedding is stored once
+    assert not any(name.startswith(("model.", "_orig_mod.")) for name in names)
+
+
+def test_exported_model_gives_the_checkpoints_logits_exactly(exported, checkpoint):
+    module = LitGPT.load_from_checkpoint(checkpoint)  # still works in plain Python
+    original = module.model.eval()
+    loaded = GPT.from_pretrained(exported).eval()
+    assert loaded.config == original.config and loaded.config.n_embd == EXPORT_SHAPE["n_embd"]
+    assert loaded.lm_head.weight is loaded.wte.weight
+    prompt = "Q: Ava has 38 shells. She finds 45 more. How many shells does Ava have now?"
+    ids = torch.tensor([Tokenizer.from_file(exported).encode(prompt)])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), original(ids), rtol=0, atol=0)
+
+
+def test_loading_an_export_imports_no_lightning_and_no_pickle(exported):
+    code = f"""
+import json, pickle, sys
+import torch
+
+def refuse(*args, **kwargs):
+    raise AssertionError("pickle was used")
+
+pickle.load = pickle.loads = pickle.Unpickler = torch.load = refuse
+import tokenizers
+from lightningllm.model import GPT, generate
+
+model = GPT.from_pretrained({str(exported)!r}).eval()
+tokenizer = tokenizers.Tokenizer.from_file({str(exported / "tokenizer.json")!r})
+ids = tokenizer.encode("Q: Mia has 17 apples.", add_special_tokens=False).ids
+new = generate(model, [ids], max_new_tokens=6, temperature=0)[0]
+lightning = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric"))
+print(json.dumps({{"ids": ids, "new": new, "lightning": lightning}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["lightning"] == []
+    model = GPT.from_pretrained(exported).eval()
+    assert report["new"] == generate(model, [report["ids"]], max_new_tokens=6, temperature=0)[0]
+
+
+def test_export_of_a_compiled_models_checkpoint_strips_the_prefix(exported, checkpoint, tmp_path):
+    stored = torch.load(checkpoint, weights_only=True)
+    stored["state_dict"] = {k.replace("model.", "model._orig_mod.", 1): v for k, v in stored["state_dict"].items()}
+    compiled = tmp_path / "compiled.ckpt"
+    torch.save(stored, compiled)
+    main(["export", "--ckpt_path", str(compiled), "--out", str(tmp_path / "out")])
+    a, b = GPT.from_pretrained(exported), GPT.from_pretrained(tmp_path / "out")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_export_replaces_an_earlier_export(checkpoint, tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "stale.txt").write_text("from an earlier export")
+    main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert "exported" in capsys.readouterr().out
+
+
+def _bad_inputs(tmp_path: Path, checkpoint: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "corrupt.ckpt").write_bytes(b"this is not a checkpoint")
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2)}}, tmp_path / "foreign.ckpt")
+    torch.save({"gpt_config": Path("a pickled object")}, tmp_path / "objects.ckpt")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "someones_folder").mkdir()
+    (tmp_path / "someones_folder" / "notes.txt").write_text("keep me")
+    ckpt, out = str(checkpoint), str(tmp_path / "out")
+    return {
+        "missing": (["--ckpt_path", str(tmp_path / "no.ckpt"), "--out", out], "does not exist"),
+        "corrupt": (["--ckpt_path", str(tmp_path / "corrupt.ckpt"), "--out", out], "cannot read checkpoint"),
+        "foreign": (["--ckpt_path", str(tmp_path / "foreign.ckpt"), "--out", out], "not written by lightningllm"),
+        "objects": (["--ckpt_path", str(tmp_path / "objects.ckpt"), "--out", out], "could run arbitrary code"),
+        "unwritable": (["--ckpt_path", ckpt, "--out", str(tmp_path / "a_file" / "out")], "cannot write the export"),
+        "not_an_export": (["--ckpt_path", ckpt, "--out", str(tmp_path / "someones_folder")], "not a lightningllm"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "foreign", "objects", "unwritable", "not_an_export"])
+def test_export_errors_are_one_line_and_write_nothing(case, checkpoint, tmp_path, capsys):
+    args, expected = _bad_inputs(tmp_path, checkpoint)[case]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *args])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_failed_export_leaves_the_earlier_one_untouched(checkpoint, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "model"
+    main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail_halfway(self, directory):
+        (Path(directory) / "config.json").write_text("{}")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(GPT, "save_pretrained", fail_halfway)
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
+    assert capsys.readouterr().err.strip().endswith("error: No space left on device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize("args", [["export", "--help"], ["--help"]], ids=["export_help", "help"])
+def test_export_is_listed_in_the_help(args, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    assert "lightningllm export" in " ".join(capsys.readouterr().out.split())
+
+
+class StartingWeights(L.Callback):
+    def on_train_start(self, trainer, module) -> None:
+        self.state = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+def test_fit_starts_from_the_exported_shape_and_weights(exported, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)  # debug.yaml's prepared shards (same tokenizer) are cached here
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    cli = build_cli(
+        ["--config", DEBUG, f"--model.init_from={exported}", "--trainer.max_steps=2", "--trainer.logger=false",
+         "--trainer.limit_val_batches=0", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"],
+        run=False,
+    )  # fmt: skip
+    start = StartingWeights()
+    cli.trainer.callbacks.append(start)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.config == GPT.from_pretrained(exported).config  # not debug.yaml's model.config
+    assert cli.model.hparams.config["n_embd"] == EXPORT_SHAPE["n_embd"]  # checkpoints carry the export's shape
+    exported_state = GPT.from_pretrained(exported).state_dict()
+    for name, value in exported_state.items():
+        torch.testing.assert_close(start.state[name], value, rtol=0, atol=0, msg=name)
+    assert not torch.equal(cli.model.model.wte.weight, exported_state["wte.weight"])  # and then it trained
+
+
+def test_fit_from_an_export_uses_its_tokenizer_for_text_data(exported, text_corpus, monkeypatch, capsys):
+    monkeypatch.chdir(text_corpus.parent)
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    cli = build_cli(
+        ["--config", DEBUG, f"--model.init_from={exported}", "--data=lightningllm.data.TextDataModule",
+         f"--data.sources=[{text_corpus}]", "--data.block_size=32", "--trainer.max_steps=1", "--trainer.logger=false",
+         "--trainer.limit_val_batches=0", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"],
+        run=False,
+    )  # fmt: skip
+    assert cli.datamodule.tokenizer_path == str(exported / "tokenizer.json")
+    assert "using the tokenizer of model.init_from" in capsys.readouterr().out
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.tokenizer.to_str() == Tokenizer.from_file(exported).to_str()
+
+
+def test_fit_from_an_export_with_another_tokenizer_is_a_one_line_error(exported, text_corpus, monkeypatch, capsys):
+    monkeypatch.chdir(text_corpus.parent)
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    other = Tokenizer.train(["just a few characters"], kind="char").save(text_corpus.parent / "char.json")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["fit", "--config", DEBUG, f"--model.init_from={exported}", "--data=lightningllm.data.TextDataModule",
+             f"--data.sources=[{text_corpus}]", f"--data.tokenizer_path={other}", "--data.block_size=32"]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the data's tokenizer") and str(exported / "tokenizer.json") in last
+
+
+def test_predict_from_an_export_needs_no_checkpoint(exported, checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    output = tmp_path / "out.jsonl"
+    prompt = "Q: Liam has 5 coins. He finds 4 more. How many coins does Liam have now?\nA:"
+    main(
+        ["predict", f"--model.init_from={exported}", "--prompt", prompt, "--model.max_new_tokens=8",
+         "--model.temperature=0", "--output", str(output)]
+    )  # fmt: skip
+    module = LitGPT.load_from_checkpoint(checkpoint)
+    expected = generate(module.model.eval(), [module.tokenizer.encode(prompt)], max_new_tokens=8, temperature=0)[0]
+    assert json.loads(output.read_text())["completion"] == module.tokenizer.decode(expected)

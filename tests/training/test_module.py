@@ -1,0 +1,108 @@
+"""LitGPT on its own: checkpoints across torch.compile, and the optimizer and LR schedule it configures."""
+
+import lightning as L
+import pytest
+import torch
+
+from lightningllm.model import GPTConfig, lr_at
+from lightningllm.training import LitGPT
+
+
+def built(**kwargs) -> LitGPT:
+    """A LitGPT whose GPT exists (as after ``setup``), compiled when ``compile=True`` (lazily: nothing runs)."""
+    module = LitGPT(GPTConfig.from_name("debug"), **kwargs)
+    module._build(module.config)
+    module.configure_model()
+    return module
+
+
+def save(module: LitGPT, path) -> None:
+    """What Lightning writes: the state dict and hyperparameters, after the module's ``on_save_checkpoint``."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("saved_compiled, loaded_compiled", [(True, False), (False, True), (True, True)])
+def test_checkpoints_load_across_torch_compile(tmp_path, saved_compiled, loaded_compiled):
+    source = built(compile=saved_compiled)
+    assert hasattr(source.model, "_orig_mod") == saved_compiled
+    save(source, tmp_path / "model.ckpt")
+    keys = torch.load(tmp_path / "model.ckpt", weights_only=True)["state_dict"].keys()
+    assert not any("_orig_mod." in k for k in keys)  # the file is the same either way
+
+    loaded = LitGPT.load_from_checkpoint(tmp_path / "model.ckpt", compile=loaded_compiled)  # strict loading
+    assert hasattr(loaded.model, "_orig_mod") == loaded_compiled
+    expected = getattr(source.model, "_orig_mod", source.model).state_dict()
+    got = getattr(loaded.model, "_orig_mod", loaded.model).state_dict()
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, msg=name)
+
+
+# --- optimizer and learning-rate schedule --------------------------------------------------------
+
+
+def optimizer_and_lrs(steps: int = 110, **kwargs) -> tuple[LitGPT, torch.optim.Optimizer, list[float]]:
+    """Configure the module's optimizer and scheduler for a ``max_steps=steps`` run; the LR at each step."""
+    module = built(**kwargs)
+    module.trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(steps + 5):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return module, optimizer, lrs
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_schedule_through_the_modules_scheduler(schedule):
+    args = {"learning_rate": 1e-3, "min_lr": 1e-4, "warmup_steps": 10, "lr_schedule": schedule}
+    _, _, lrs = optimizer_and_lrs(110, **args)
+    assert lrs[0] == pytest.approx(1e-4)  # warmup starts at learning_rate / warmup_steps
+    assert lrs[9] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
+    end = 1e-3 if schedule == "constant" else 1e-4
+    assert lrs[110] == pytest.approx(end) and lrs[-1] == pytest.approx(end)  # decayed over trainer.max_steps
+    expected = [lr_at(s, 1e-3, 10, 110, 1e-4, schedule) for s in range(len(lrs))]
+    assert lrs == pytest.approx(expected)
+    if schedule == "cosine":
+        assert lrs[60] == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway through the decay
+
+
+def test_train_minutes_decays_over_the_wall_clock_budget():
+    module = built(learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, train_minutes=2.0)
+    module.trainer = L.Trainer(max_steps=1000, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    module._train_seconds = 60.0  # half the budget spent, whatever the step
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 + 0.5 * 9e-4)
+
+
+def test_adamw_gets_betas_eps_and_decays_matmul_weights_only():
+    module, optimizer, _ = optimizer_and_lrs(10, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decay, no_decay = optimizer.param_groups
+    assert decay["betas"] == (0.8, 0.9) and decay["eps"] == 1e-6 and no_decay["betas"] == (0.8, 0.9)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): name for name, p in module.model.named_parameters()}
+    decayed, kept = {names[id(p)] for p in decay["params"]}, {names[id(p)] for p in no_decay["params"]}
+    assert {"blocks.0.attn.qkv.weight", "blocks.1.mlp.fc.weight"} <= decayed
+    assert {"wte.weight", "wpe.weight", "blocks.0.norm_1.weight", "blocks.0.attn.qkv.bias", "norm_f.weight"} <= kept
+    assert len(decayed) + len(kept) == len(names)
+
+
+def test_optimizer_covers_every_parameter_once_when_compiled():
+    module = built(compile=True)
+    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    params = [p for g in groups for p in g["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(module.parameters()))
