@@ -53,9 +53,12 @@ def _expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
     if prompts or prompt_file:
         import json
 
-        rest += ["--data=lightningllm.data.PromptDataModule", f"--data.prompts={json.dumps(prompts)}"]
+        data = ["--data=lightningllm.data.PromptDataModule", f"--data.prompts={json.dumps(prompts)}"]
         if prompt_file:
-            rest.append(f"--data.prompt_file={prompt_file}")
+            data.append(f"--data.prompt_file={prompt_file}")
+        # Before any --data.* option the user gave (e.g. --data.chat true), which needs the class set first.
+        at = next((i for i, arg in enumerate(rest) if arg.startswith("--data.")), len(rest))
+        rest[at:at] = data
     return rest, output
 
 
@@ -77,8 +80,12 @@ def _build_cli_class():
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if not ckpt_path or not Path(ckpt_path).is_file():
                 return
+            import zipfile
+
             import torch
 
+            if not zipfile.is_zipfile(ckpt_path):
+                raise ValueError(f"cannot read checkpoint {ckpt_path}: it is not a file written by torch.save")
             try:
                 checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
             except Exception as err:

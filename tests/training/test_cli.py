@@ -80,6 +80,16 @@ def test_predict_needs_only_the_checkpoint(trained_run, tmp_path):
     assert records[0]["completion"] in result.stdout
 
 
+def test_predict_chat_prompts_take_data_options_after_the_shortcuts(trained_run, tmp_path):
+    result = run_cli(
+        "predict", "--ckpt_path", str(last_checkpoint(trained_run)), "--prompt", "Two plus two?", "--data.chat",
+        "true", "--data.system", "Be terse.", "--output", "chat.jsonl", "--model.max_new_tokens", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text().splitlines()]
+    assert record["prompt"] == "<|system|>Be terse.<|end|><|user|>Two plus two?<|end|><|assistant|>"
+
+
 def test_test_subcommand_reports_exact_match(trained_run):
     result = run_cli("test", "--config", DEBUG, "--ckpt_path", str(last_checkpoint(trained_run)), cwd=trained_run)
     assert result.returncode == 0, result.stderr[-3000:]
