@@ -25,6 +25,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
+# Benchmarks write their figures to stdout; BENCHMARKS.md records them with the machine.
+bench-quick: $(STAMP)
+	$(PY) benchmarks/data_prep.py --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/data_prep.py
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
