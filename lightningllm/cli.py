@@ -119,8 +119,30 @@ def _build_cli_class():
     return LightningLLMCLI
 
 
+TOP_LEVEL_HELP = """\
+usage: lightningllm {fit,validate,test,predict,export} [options]
+
+Build and train small GPT-style language models with Lightning.
+
+subcommands:
+  fit        train a model: lightningllm fit --config configs/demo.yaml
+  validate   validation loss (and exact match) of a checkpoint: --config X --ckpt_path C
+  test       test metrics of a checkpoint (the reasoning corpus's held-out exact match)
+  predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl]
+  export     a portable model folder (config.json, model.safetensors, tokenizer.json):
+             lightningllm export --ckpt_path C --out DIR
+
+Every option of a subcommand, with its documentation: lightningllm SUBCOMMAND --help.
+Configs (commented YAML) live in configs/; `lightningllm fit --config X --print_config` prints
+a complete, re-runnable config.
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(TOP_LEVEL_HELP, end="")  # without importing Lightning: answers in a fraction of a second
+        return
     try:
         if argv[:1] == ["export"]:
             export(argv[1:])

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -67,6 +68,16 @@ def _pieces(chunks: Iterable[str], size: int = SPLIT_PIECE_CHARS) -> Iterator[st
         yield buffer
 
 
+def _with_last(items: Iterator[str]) -> Iterator[tuple[str, bool]]:
+    """Each item with a flag that is true for the last one (a document's last piece ends with EOS)."""
+    current = next(items, None)
+    for following in items:
+        yield current, False
+        current = following
+    if current is not None:
+        yield current, True
+
+
 @contextlib.contextmanager
 def _preserved_rng_state():
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
@@ -108,6 +119,7 @@ class TextDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         val_fraction: float = 0.05,
+        split: Literal["hash", "tail"] = "hash",
         shuffle: bool = True,
         seed: int = 42,
         cache_dir: str = ".cache/lightningllm",
@@ -125,7 +137,10 @@ class TextDataModule(L.LightningDataModule):
             block_size: tokens per training sample (the model's context length).
             batch_size: samples per batch.
             num_workers: loader worker processes (0 reads in the main process).
-            val_fraction: share of documents (by content hash) held out for validation.
+            val_fraction: share of the text held out for validation.
+            split: ``hash``: each piece of about 32k characters goes to validation by a hash of its
+                content, so validation samples the whole corpus; ``tail``: the last ``val_fraction`` of
+                the characters, in file order, as nanoGPT splits its data (for comparisons with it).
             shuffle: shuffle training samples each epoch (off keeps the corpus order, e.g. a curriculum).
             seed: seed of the shuffle.
             cache_dir: where prepared shards are cached, keyed by a fingerprint of sources and settings.
@@ -145,6 +160,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
+        self.split = split
         self.shuffle = shuffle
         self.seed = seed
         self.cache_dir = Path(cache_dir)
@@ -165,6 +181,7 @@ class TextDataModule(L.LightningDataModule):
             "jsonl_field": self.jsonl_field,
             "tokenizer": [self.tokenizer_kind, self.vocab_size, tokenizer_file, self.tokenizer_train_bytes],
             "val_fraction": self.val_fraction,
+            **({"split": self.split} if self.split != "hash" else {}),  # hash-split caches keep their names
         }
 
     def _source_bytes(self) -> int:
@@ -178,17 +195,39 @@ class TextDataModule(L.LightningDataModule):
         instruction or chat record stays whole.
         """
         files = resolve_sources(self.sources)
+        if self.split == "tail":
+            yield from self._tail_split(files, report)
+            return
         for document in iter_documents(files, self.jsonl_field, report):
             if not document.is_plain:
                 key = json.dumps(document.segments, ensure_ascii=False)
                 yield split_of_document(key, self.val_fraction), document.segments, True
                 continue
-            pieces = _pieces(document.text_chunks())
-            piece = next(pieces)
-            for following in pieces:  # look ahead one piece: only the last ends with EOS
-                yield split_of_document(piece, self.val_fraction), [(piece, True)], False
-                piece = following
-            yield split_of_document(piece, self.val_fraction), [(piece, True)], True
+            for piece, last in _with_last(_pieces(document.text_chunks())):
+                yield split_of_document(piece, self.val_fraction), [(piece, True)], last
+
+    def _tail_split(self, files: list[Path], report: CleaningReport) -> Iterator:
+        """Training text up to ``1 - val_fraction`` of all characters (in file order), validation after."""
+        total = sum(
+            sum(len(chunk) for chunk in document.text_chunks())
+            if document.is_plain
+            else sum(len(text) for text, _ in document.segments)
+            for document in iter_documents(files, self.jsonl_field, CleaningReport())
+        )
+        cut, position = int(total * (1 - self.val_fraction)), 0
+        for document in iter_documents(files, self.jsonl_field, report):
+            if not document.is_plain:  # an instruction record stays whole, on the side where it starts
+                yield ("train" if position < cut else "val"), document.segments, True
+                position += sum(len(text) for text, _ in document.segments)
+                continue
+            for piece, last in _with_last(_pieces(document.text_chunks())):
+                end = position + len(piece)
+                if position < cut < end:  # the piece that holds the cut: split it there
+                    yield "train", [(piece[: cut - position], True)], False
+                    yield "val", [(piece[cut - position :], True)], last
+                else:
+                    yield ("train" if end <= cut else "val"), [(piece, True)], last
+                position = end
 
     # --- preparation -----------------------------------------------------------------------
     @property
@@ -211,18 +250,18 @@ class TextDataModule(L.LightningDataModule):
         with AtomicDirectory(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             report = CleaningReport()
             writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
-            # BPE trains on a hash-chosen sample of the training pieces, bounded in size; a character
-            # vocabulary needs every character of the training text, which is a small set to keep.
+            # BPE trains on a hash-chosen sample of the training pieces, bounded in size. A character
+            # vocabulary takes every character of both splits (as nanoGPT's does), so validation text
+            # never turns into <|unk|>; the set is small to keep.
             rate = self.tokenizer_train_bytes / max(1, self._source_bytes())
             tokenizer_sample: list[str] = []
             characters: set[str] = set()
             for split, segments, eos in self._documents(report):
                 writers[split].write(segments, eos)
-                if split == "train":
-                    text = "".join(text for text, _ in segments)
-                    characters.update(text)
-                    if in_sample(text, rate) and self.tokenizer_kind != "char":
-                        tokenizer_sample.append(text)
+                text = "".join(text for text, _ in segments)
+                characters.update(text)
+                if split == "train" and self.tokenizer_kind != "char" and in_sample(text, rate):
+                    tokenizer_sample.append(text)
             for writer in writers.values():
                 writer.close()
             report.split_documents = {s: w.documents for s, w in writers.items()}

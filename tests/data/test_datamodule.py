@@ -190,3 +190,19 @@ def test_chat_prompts_use_the_format_instruction_data_trains_on():
     plain = PromptDataModule(prompts=["Capital of France?"])
     plain.setup("predict")
     assert plain._items[0]["prompt"] == "Capital of France?"
+
+
+def test_tail_split_holds_out_the_last_characters_in_file_order(tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for i in range(10):  # ten files of 1,000 characters, each of its own letter
+        (corpus / f"{i}.txt").write_text(("abcdefghij"[i] * 99 + "\n") * 10)
+    dm = TextDataModule(
+        sources=str(corpus), tokenizer_kind="char", block_size=16, val_fraction=0.15, split="tail",
+        cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("fit")
+    # 8,500 characters (and 8 EOS, one per finished file) train; the last 1,500 validate.
+    assert dm.report["tokens"] == {"train": 8500 + 8, "val": 1500 + 2}
+    val = "".join(dm.tokenizer.decode(torch.cat([x[0], y[0, -1:]]).tolist()) for x, y in dm._loader("val"))
+    assert set(val) == {"i", "j", "\n"} and "h" not in val

@@ -153,3 +153,14 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     result = run_cli("predict", "--ckpt_path", str(bad), "--prompt", "hi", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot read checkpoint {bad}")
+
+
+def test_top_level_help_lists_subcommands_without_importing_lightning():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom lightningllm.cli import main\nmain(['--help'])\nprint('lightning' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip().endswith("False")
+    for subcommand in ("fit", "validate", "test", "predict", "export"):
+        assert f"\n  {subcommand} " in result.stdout

@@ -177,9 +177,10 @@ def test_a_failed_export_leaves_the_earlier_one_untouched(checkpoint, tmp_path, 
 @pytest.mark.parametrize("args", [["export", "--help"], ["--help"]], ids=["export_help", "help"])
 def test_export_is_listed_in_the_help(args, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["lightningllm"])
-    with pytest.raises(SystemExit) as exit_info:
+    try:
         main(args)
-    assert exit_info.value.code == 0
+    except SystemExit as exit_info:  # argparse's help exits; the top-level help simply returns
+        assert exit_info.code == 0
     assert "lightningllm export" in " ".join(capsys.readouterr().out.split())
 
 
