@@ -155,9 +155,17 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         if os.environ.get("LIGHTNINGLLM_DEBUG"):
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of the error that started it all: jsonargparse wraps a class's own ``ValueError``
+    (say, a data module refusing ``vocab_size``) in "Does not validate against any of the Union subtypes"."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def export(argv: list[str]) -> None:

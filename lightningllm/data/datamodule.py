@@ -43,7 +43,7 @@ from lightningllm.data.sources import (
     resolve_sources,
     split_of_document,
 )
-from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
+from lightningllm.data.tokenizer import BYTE_ALPHABET, SPECIAL_TOKENS, Tokenizer, TokenizerKind
 from lightningllm.model.gpt import IGNORE_INDEX
 
 SPLIT_PIECE_CHARS = 32_768
@@ -151,6 +151,12 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        minimum = BYTE_ALPHABET + len(SPECIAL_TOKENS)
+        if tokenizer_kind == "bpe" and not tokenizer_path and vocab_size < minimum:
+            raise DataError(
+                f"data.vocab_size {vocab_size} is too small for byte-level BPE: it needs at least {minimum} "
+                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
+            )
         self.sources = [sources] if isinstance(sources, str) else list(sources or [])
         self.jsonl_field = jsonl_field
         self.tokenizer_kind = tokenizer_kind

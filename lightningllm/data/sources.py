@@ -166,7 +166,7 @@ def _normalized_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[s
     A file that fits in one chunk comes out as exactly one chunk.
     """
     chunk_bytes = chunk_bytes or READ_CHUNK_BYTES
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="lightningllm.replace")
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="lightningllm.replace")  # drops a leading BOM
     carry = ""
     with path.open("rb") as handle:
         block = handle.read(chunk_bytes)
@@ -241,7 +241,7 @@ def _jsonl_documents(path: Path, text_field: str, report: CleaningReport, dedupe
             if not raw.strip():
                 continue
             _replaced_bytes = 0
-            line = raw.decode("utf-8", errors="lightningllm.replace")
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8", errors="lightningllm.replace")
             report.undecodable_bytes_replaced += _replaced_bytes
             try:
                 record = json.loads(line)

@@ -206,3 +206,8 @@ def test_tail_split_holds_out_the_last_characters_in_file_order(tmp_path):
     assert dm.report["tokens"] == {"train": 8500 + 8, "val": 1500 + 2}
     val = "".join(dm.tokenizer.decode(torch.cat([x[0], y[0, -1:]]).tolist()) for x, y in dm._loader("val"))
     assert set(val) == {"i", "j", "\n"} and "h" not in val
+
+
+def test_a_vocabulary_too_small_for_bpe_is_refused_before_reading_anything(tmp_path):
+    with pytest.raises(DataError, match=r"data.vocab_size 200 is too small for byte-level BPE: it needs at least 263"):
+        TextDataModule(sources=str(tmp_path / "not-read"), vocab_size=200)

@@ -149,3 +149,10 @@ def test_malformed_instruction_records_name_file_line_and_field(tmp_path, record
     (tmp_path / "sft.jsonl").write_text(record + "\n")
     with pytest.raises(DataError, match=message):
         read_all([tmp_path / "sft.jsonl"])
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes("\ufeffhello".encode())
+    (tmp_path / "b.jsonl").write_bytes('\ufeff{"text": "world"}\n{"text": "again"}\n'.encode())
+    docs, _ = read_all([tmp_path])
+    assert docs == ["hello", "world", "again"]

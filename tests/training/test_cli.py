@@ -164,3 +164,18 @@ def test_top_level_help_lists_subcommands_without_importing_lightning():
     assert result.returncode == 0 and result.stdout.strip().endswith("False")
     for subcommand in ("fit", "validate", "test", "predict", "export"):
         assert f"\n  {subcommand} " in result.stdout
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--data.vocab_size=100", "error: data.vocab_size 100 is too small for byte-level BPE"),
+        ("--model.config.n_embd=30", "error: GPTConfig.n_embd (30) must be divisible by n_head (4)"),
+    ],
+)
+def test_a_value_a_class_refuses_is_one_line_naming_the_field(tmp_path, option, message):
+    result = run_cli(
+        "fit", "--config", str(CONFIGS / "text.yaml"), "--data.sources", str(tmp_path), option, cwd=tmp_path
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
