@@ -104,7 +104,7 @@ def run_plain(shape: dict, steps: int, workdir: Path, config: GPTConfig) -> list
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = GPT(config)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=LEARNING_RATE, betas=(0.9, 0.95), foreach=True)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=LEARNING_RATE, betas=(0.9, 0.95), fused=True)
     ends = []
     batches = iter(datamodule.train_dataloader())
     for step in range(steps):

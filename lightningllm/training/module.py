@@ -111,6 +111,7 @@ class LitGPT(L.LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.val_loss = MeanMetric()
         self._step_start = 0.0
+        self._last_step_end: float | None = None  # None right after a validation run or at an epoch start
         self._train_seconds = 0.0  # training wall-clock so far, saved in checkpoints
 
     # --- building the model: at setup (shape from the data) or from a checkpoint ----------
@@ -191,17 +192,26 @@ class LitGPT(L.LightningModule):
             return batch[:, :-1], batch[:, 1:]  # (B, T) each
         return batch
 
+    def _logging_step(self) -> bool:
+        """True on the optimizer steps whose training metrics Lightning writes (``log_every_n_steps``).
+
+        ``self.log`` costs about 1.5 ms a call on CPU, 6% of a 0.8M-parameter model's step, so
+        training metrics are only computed and logged on those steps.
+        """
+        every = self.trainer.log_every_n_steps  # 0 turns training logs off
+        return bool(every) and (self.global_step + 1) % every == 0  # global_step counts the steps done so far
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.model(*self._split(batch))
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        if self._logging_step():
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Total L2 norm of the gradients before clipping (Lightning clips after this hook; with 16-mixed the
         # scaler has already unscaled them). Only on the steps Lightning writes logs: no per-step host sync.
-        every = self.trainer.log_every_n_steps  # 0 turns training logs off
-        if every and (self.global_step + 1) % every == 0:  # global_step counts the steps done so far
+        if self._logging_step():
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
             self.log("train/grad_norm", torch.linalg.vector_norm(norms))
@@ -209,8 +219,17 @@ class LitGPT(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
 
+    def on_train_epoch_start(self) -> None:
+        self._last_step_end = None
+
+    def on_validation_start(self) -> None:
+        self._last_step_end = None  # validation time is not training time
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        elapsed = time.perf_counter() - self._step_start
+        # A step's time runs from the previous step's end, so it includes loading the batch.
+        now = time.perf_counter()
+        elapsed = now - (self._last_step_end if self._last_step_end is not None else self._step_start)
+        self._last_step_end = now
         self._train_seconds += elapsed
         budget = self.hparams.train_minutes
         if budget is not None and self._train_seconds >= 60 * budget:
@@ -248,7 +267,14 @@ class LitGPT(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         groups = param_groups(self.model, hp.weight_decay)
-        fused = self.device.type == "cuda"
+        # The fused kernel exists for CPU and CUDA float parameters; it was 3.5% faster per step than
+        # foreach on the 0.8M shape on CPU. 16-mixed keeps foreach: its gradient scaler would hand the
+        # fused step still-scaled gradients to clip. Other devices keep foreach too.
+        fused = (
+            self.device.type in ("cpu", "cuda")
+            and self.trainer.precision != "16-mixed"
+            and all(p.is_floating_point() for p in self.parameters())
+        )
         optimizer = torch.optim.AdamW(
             groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps, fused=fused, foreach=not fused
         )
@@ -263,6 +289,17 @@ class LitGPT(L.LightningModule):
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning refuses to clip for a fused optimizer under any mixed precision, for fear of a
+        # gradient scaler; bf16-mixed has none, so its gradients are clipped here directly.
+        if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False):
+            if gradient_clip_algorithm in (None, "norm"):
+                torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # --- prediction ------------------------------------------------------------------------
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
