@@ -47,7 +47,7 @@ def fit(args: list[str]):
     return cli
 
 
-def shakespeare(config: str, seconds: float, workdir: Path) -> dict:
+def shakespeare(config: str, seconds: float, workdir: Path, overrides: list[str]) -> dict:
     cli = fit(
         [
             f"--config={config}",
@@ -58,6 +58,7 @@ def shakespeare(config: str, seconds: float, workdir: Path) -> dict:
             f"--model.train_minutes={seconds / 60}",
             f"--trainer.logger.init_args.save_dir={workdir / 'logs'}",
             f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {workdir / 'ckpt'}, save_last: true}}}}]",  # noqa: E501
+            *overrides,
         ]
     )
     evaluator = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1.0)
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, nargs="+", default=[120, 300], help="Shakespeare training budgets")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5], help="reasoning training budgets")
     p.add_argument("--shakespeare-config", default=str(REPO / "configs" / "shakespeare-char.yaml"))
+    p.add_argument(
+        "--set", action="append", default=[], help="an extra option for the Shakespeare fit (repeatable): --set=--x=1"
+    )
     p.add_argument("--quick", action="store_true", help="Shakespeare for 30 s only")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "shakespeare"):
             for seconds in args.seconds:
-                row = shakespeare(args.shakespeare_config, seconds, Path(tmp) / f"shakespeare-{seconds}")
+                row = shakespeare(args.shakespeare_config, seconds, Path(tmp) / f"shakespeare-{seconds}", args.set)
                 results["shakespeare"].append(row)
                 print(
                     f"shakespeare {Path(args.shakespeare_config).stem}, {seconds:.0f} s ({row['steps']} steps): "
