@@ -265,9 +265,10 @@ class TextDataModule(L.LightningDataModule):
             for split, segments, eos in self._documents(report):
                 writers[split].write(segments, eos)
                 text = "".join(text for text, _ in segments)
-                characters.update(text)
-                if split == "train" and self.tokenizer_kind != "char" and in_sample(text, rate):
-                    tokenizer_sample.append(text)
+                if self.tokenizer_kind == "char":
+                    characters.update(text)
+                elif split == "train" and (not tokenizer_sample or in_sample(text, rate)):
+                    tokenizer_sample.append(text)  # the first piece always: a sample is never empty
             for writer in writers.values():
                 writer.close()
             report.split_documents = {s: w.documents for s, w in writers.items()}
