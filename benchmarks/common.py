@@ -6,6 +6,7 @@ file as ``common``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -67,9 +68,15 @@ def split_90_10(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def median_spread(values: list[float]) -> tuple[float, float, float]:
-    """(median, min, max)."""
-    return statistics.median(values), min(values), max(values)
+def spread(values: list[float], digits: int = 3) -> list[float]:
+    """[median, min, max], rounded: how the results files report repeated measurements."""
+    return [round(statistics.median(values), digits), round(min(values), digits), round(max(values), digits)]
+
+
+def write_json(path: str | None, results: dict) -> None:
+    """Write a benchmark's results to ``path`` (its ``--json`` option), if one was given."""
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _tree_rss(pid: int) -> int:

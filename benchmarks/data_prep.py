@@ -16,26 +16,25 @@ through the library's own thread pool. The target: the tokenize+write phase reac
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from lightningllm.data import TextDataModule
-from lightningllm.data.sources import CleaningReport, iter_documents, resolve_sources
-from lightningllm.data.tokenizer import Tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHAKESPEARE, machine, spread, write_json  # noqa: E402
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "shakespeare"
+from lightningllm.data import TextDataModule  # noqa: E402
+from lightningllm.data.sources import CleaningReport, iter_documents, resolve_sources  # noqa: E402
+from lightningllm.data.tokenizer import Tokenizer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="files, folder or glob to prepare")
+    p.add_argument("--corpus", default=str(SHAKESPEARE), help="files, folder or glob to prepare")
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--workers", type=int, default=2, help="tokenizing worker processes (data.prepare_workers)")
     p.add_argument("--repeats", type=int, default=5)
@@ -85,14 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name, seconds in time_raw_encode(tokenizer, texts).items():
                 rows[name].append(seconds)
 
-    def mbps(seconds: list[float]) -> tuple[float, float, float]:
-        speeds = sorted(megabytes / s for s in seconds)
-        return statistics.median(speeds), speeds[0], speeds[-1]
-
-    ratios = sorted(e / w for e, w in zip(rows["encode_batch"], rows["tokenize_write"], strict=True))
-
-    def spread(values: list[float], digits: int = 3) -> list[float]:
-        return [round(statistics.median(values), digits), round(min(values), digits), round(max(values), digits)]
+    ratios = [e / w for e, w in zip(rows["encode_batch"], rows["tokenize_write"], strict=True)]
 
     results = {
         "corpus": args.corpus,
@@ -102,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         "workers": args.workers,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
-        "MB_per_s": {k: [round(x, 2) for x in mbps(v)] for k, v in rows.items() if k != "cached"},
+        "machine": machine(),
+        "MB_per_s": {k: spread([megabytes / s for s in v], 2) for k, v in rows.items() if k != "cached"},
         "tokenize_write_vs_encode_batch": spread(ratios),
         "cached_seconds": spread(rows["cached"]),
     }
@@ -115,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"tokenize+write / raw encode_batch: {ratio[0]:.0%} (min {ratio[1]:.0%}, max {ratio[2]:.0%}; target >= 60%)")
     cached = results["cached_seconds"]
     print(f"cached prepare_data + setup: {cached[0]:.3f} s median (max {cached[2]:.3f} s; target < 1 s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

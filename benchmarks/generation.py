@@ -14,7 +14,6 @@ prompt + new tokens fit), random weights, vocabulary 4096::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine, write_json  # noqa: E402
 
 from lightningllm.model import GPT, GPTConfig, generate  # noqa: E402
 
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"batch {batch}: KV cache {speed[True]:,.0f} tok/s, no cache {speed[False]:,.0f} tok/s, "
             f"speed-up {row['speedup']:.1f}x (target >= 5x)"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

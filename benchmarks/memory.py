@@ -11,14 +11,13 @@ process and all its children every 50 ms. Target: 600 MiB or less on the baby sh
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine  # noqa: E402
+from common import PeakMemory, machine, write_json  # noqa: E402
 from throughput import SHAPES, cli_args  # noqa: E402
 
 
@@ -53,8 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
             mib = peak_rss(fit_args, workdir) / 2**20
             results["peak_rss_mib"][name] = round(mib)
             print(f"{name:6s} peak RSS of fit (all processes): {mib:,.0f} MiB (workers: {args.num_workers})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import math
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHAKESPEARE, machine  # noqa: E402
+from common import REPO, SHAKESPEARE, machine, write_json  # noqa: E402
 
 from lightningllm.cli import build_cli  # noqa: E402
 from lightningllm.training.reasoning_eval import evaluate_reasoning  # noqa: E402
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                 results["reasoning"].append(row)
                 by_steps = ", ".join(f"{k}: {v:.0%}" for k, v in row.items() if k.endswith("step"))
                 print(f"reasoning, {minutes:g} min ({row['steps']} steps): exact match {row['all']:.1%} ({by_steps})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

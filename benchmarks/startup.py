@@ -15,8 +15,6 @@ Medians over ``--repeats`` runs (the corpus is prepared once, untimed, first)::
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHAKESPEARE, machine  # noqa: E402
+from common import REPO, SHAKESPEARE, machine, spread, write_json  # noqa: E402
 
 COMMAND = [sys.executable, "-m", "lightningllm"]
 
@@ -81,16 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
             first_step.append(first_step_seconds(workdir, started))
     results = {
         "machine": machine(),
-        "help_s": [round(statistics.median(help_seconds), 2), round(min(help_seconds), 2), round(max(help_seconds), 2)],
-        "first_step_s": [round(statistics.median(first_step), 2), round(min(first_step), 2), round(max(first_step), 2)],
+        "help_s": spread(help_seconds, 2),
+        "first_step_s": spread(first_step, 2),
     }
     print(f"lightningllm --help: {results['help_s'][0]:.2f} s median (max {results['help_s'][2]:.2f} s; target < 2 s)")
     print(
         f"fit to its first step, corpus prepared: {results['first_step_s'][0]:.2f} s median "
         f"(max {results['first_step_s'][2]:.2f} s; target <= 8 s)"
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import statistics
 import sys
@@ -40,7 +39,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHAKESPEARE, machine, matmul_peak  # noqa: E402
+from common import REPO, SHAKESPEARE, machine, matmul_peak, write_json  # noqa: E402
 
 from lightningllm.cli import build_cli  # noqa: E402
 from lightningllm.model import GPT, GPTConfig, lr_at, param_groups  # noqa: E402
@@ -170,8 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"({row['fit']['utilisation']:.1%}) | fit overhead {row['fit_overhead']:+.1%} "
             f"(per repeat: {', '.join(f'{r - 1:+.1%}' for r in ratios)})"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

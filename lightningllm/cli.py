@@ -80,17 +80,9 @@ def _build_cli_class():
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if not ckpt_path or not Path(ckpt_path).is_file():
                 return
-            import zipfile
+            from lightningllm.export import read_checkpoint
 
-            import torch
-
-            if not zipfile.is_zipfile(ckpt_path):
-                raise ValueError(f"cannot read checkpoint {ckpt_path}: it is not a file written by torch.save")
-            try:
-                checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
-            except Exception as err:
-                raise ValueError(f"cannot read checkpoint {ckpt_path}: {str(err).splitlines()[0]}") from None
-            config = checkpoint.get("hyper_parameters", {}).get("config")
+            config = read_checkpoint(ckpt_path).get("hyper_parameters", {}).get("config")
             if config is None:
                 raise ValueError(f"checkpoint {ckpt_path} was not written by lightningllm (no model config)")
             self.config = self.parser.parse_object({subcommand: {"model": {"config": config}}}, self.config)

@@ -12,31 +12,28 @@ into place, so a failure never leaves half an export behind. This module imports
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from lightningllm.atomic import atomic_directory
 from lightningllm.model import GPT, GPTConfig
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 """What an export folder holds; ``tokenizer.json`` is absent when the checkpoint had no tokenizer."""
 
-_COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper prefix, in checkpoints of compiled models
+COMPILED_PREFIX = "_orig_mod."
+"""torch.compile's wrapper prefix on parameter names; checkpoints are written without it."""
 
 
-def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, str | None]:
-    """The ``GPT`` (on CPU, eval mode) and the tokenizer JSON stored in a lightningllm checkpoint.
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    """A checkpoint's contents, read with ``torch.load(weights_only=True)``: no code runs from the file.
 
     Raises:
         FileNotFoundError: the checkpoint does not exist.
-        ValueError: it cannot be read, was not written by lightningllm, or its weights do not fit its config.
+        ValueError: it is not a ``torch.save`` file, holds Python objects, or cannot be read.
     """
     path = Path(ckpt_path)
     if not path.is_file():
@@ -53,11 +50,25 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, str | None]:
     except Exception as err:  # a truncated file raises anything from zip to runtime errors
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot read checkpoint {path}: {message}") from None
-    if not isinstance(checkpoint, dict) or "gpt_config" not in checkpoint or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"checkpoint {path} was not written by lightningllm (it is not a dictionary)")
+    return checkpoint
+
+
+def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, str | None]:
+    """The ``GPT`` (on CPU, eval mode) and the tokenizer JSON stored in a lightningllm checkpoint.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
+        ValueError: it cannot be read, was not written by lightningllm, or its weights do not fit its config.
+    """
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path)
+    if "gpt_config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"checkpoint {path} was not written by lightningllm (it has no 'gpt_config')")
     model = GPT(GPTConfig.from_dict(checkpoint["gpt_config"]))
     state = {
-        key.removeprefix("model.").replace(_COMPILED_PREFIX, ""): value
+        key.removeprefix("model.").replace(COMPILED_PREFIX, ""): value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith("model.")
     }
@@ -79,7 +90,7 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
     out = Path(out)
     model, tokenizer_json = load_checkpoint(ckpt_path)
     _check_target(out)
-    with _atomic_directory(out) as tmp:
+    with atomic_directory(out, "the export") as tmp:
         model.save_pretrained(tmp)
         if tokenizer_json is not None:
             (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
@@ -93,34 +104,3 @@ def _check_target(out: Path) -> None:
         raise ValueError(f"--out {out} exists and is not a folder")
     if any(out.iterdir()) and not (out / "config.json").is_file():
         raise ValueError(f"--out {out} is a non-empty folder that is not a lightningllm export: choose a new folder")
-
-
-@contextlib.contextmanager
-def _atomic_directory(target: Path) -> Iterator[Path]:
-    """A temporary folder next to ``target``, renamed to ``target`` only if the block succeeds."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    except OSError as err:
-        raise OSError(f"cannot write the export to {target}: {err.strerror or err}") from None
-    try:
-        yield tmp
-        _make_readable(tmp)
-        if target.exists():  # an earlier export: move it aside, move the new one in, then delete the old
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already on success
-
-
-def _make_readable(directory: Path) -> None:
-    """Give the folder and its files the usual permissions (``mkdtemp`` makes the folder private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for file in directory.iterdir():
-        file.chmod(0o666 & ~umask)

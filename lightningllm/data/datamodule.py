@@ -10,6 +10,7 @@ into input and target by the module. Subclasses (the built-in reasoning corpus) 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -24,9 +25,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from lightningllm.atomic import atomic_directory
 from lightningllm.data.instruct import format_prompt
 from lightningllm.data.shards import (
-    AtomicDirectory,
     PieceWriter,
     context_flag,
     count_tokens,
@@ -43,7 +44,7 @@ from lightningllm.data.sources import (
     resolve_sources,
     split_of_document,
 )
-from lightningllm.data.tokenizer import BYTE_ALPHABET, SPECIAL_TOKENS, Tokenizer, TokenizerKind
+from lightningllm.data.tokenizer import Tokenizer, TokenizerKind, check_bpe_vocab_size
 from lightningllm.model.gpt import IGNORE_INDEX
 
 SPLIT_PIECE_CHARS = 32_768
@@ -151,12 +152,8 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        minimum = BYTE_ALPHABET + len(SPECIAL_TOKENS)
-        if tokenizer_kind == "bpe" and not tokenizer_path and vocab_size < minimum:
-            raise DataError(
-                f"data.vocab_size {vocab_size} is too small for byte-level BPE: it needs at least {minimum} "
-                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
-            )
+        if tokenizer_kind == "bpe" and not tokenizer_path:
+            check_bpe_vocab_size(vocab_size, "data.vocab_size", DataError)
         self.sources = [sources] if isinstance(sources, str) else list(sources or [])
         self.jsonl_field = jsonl_field
         self.tokenizer_kind = tokenizer_kind
@@ -236,8 +233,10 @@ class TextDataModule(L.LightningDataModule):
                 position = end
 
     # --- preparation -----------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def prepared_dir(self) -> Path:
+        """Where the prepared corpus lives; computed once (it lists and stats every source file), then
+        shared by ``prepare_data``, ``setup`` and every checkpoint's ``state_dict``."""
         return self.cache_dir / f"{self.name}-{fingerprint({'v': 3, **self._fingerprint_parts()})}"
 
     def prepare_data(self) -> None:
@@ -253,7 +252,10 @@ class TextDataModule(L.LightningDataModule):
     def _prepare(self, target: Path) -> None:
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
-        with AtomicDirectory(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        with (
+            atomic_directory(target, "the prepared data") as tmp,
+            tempfile.TemporaryDirectory(dir=target.parent) as scratch,
+        ):
             report = CleaningReport()
             writers = {split: PieceWriter(Path(scratch), split) for split in ("train", "val")}
             # BPE trains on a hash-chosen sample of the training pieces, bounded in size. A character

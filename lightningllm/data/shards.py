@@ -2,8 +2,8 @@
 
 A prepared corpus is one folder ``<cache_dir>/<name>-<fingerprint>/`` holding ``tokenizer.json``,
 ``train/`` and ``val/`` litdata shards, and ``report.json``. It is built in a temporary folder
-and renamed into place only when complete, so a crash or Ctrl-C never leaves a folder that a
-later run would take as finished. The same sources and settings give the same fingerprint, so
+and renamed into place only when complete (``lightningllm.atomic``), so a crash or Ctrl-C never
+leaves a folder that a later run would take as finished. The same sources and settings give the same fingerprint, so
 a second run reuses the shards without tokenizing again.
 """
 
@@ -12,10 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,24 +140,3 @@ def count_tokens(split_dir: Path) -> int:
     """Total tokens in a litdata token-shard folder, read from its index."""
     index = json.loads((split_dir / "index.json").read_text())
     return sum(chunk["dim"] for chunk in index["chunks"])
-
-
-class AtomicDirectory:
-    """Context manager: yields a temporary folder next to ``target`` and renames it into place on success."""
-
-    def __init__(self, target: Path):
-        self.target = target
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.target.exists():  # a stale, incomplete folder from an older layout
-            shutil.rmtree(self.target)
-        os.replace(self.tmp, self.target)

@@ -28,6 +28,18 @@ SPECIAL_TOKENS = (BOS, EOS, PAD, *CHAT_ROLES)
 BYTE_ALPHABET = 256
 
 
+MIN_BPE_VOCAB_SIZE = BYTE_ALPHABET + len(SPECIAL_TOKENS)
+
+
+def check_bpe_vocab_size(vocab_size: int, name: str = "vocab_size", error: type[ValueError] = ValueError) -> None:
+    """Refuse a byte-level BPE vocabulary that cannot hold every byte plus the special tokens."""
+    if vocab_size < MIN_BPE_VOCAB_SIZE:
+        raise error(
+            f"{name} {vocab_size} is too small for byte-level BPE: it needs at least {MIN_BPE_VOCAB_SIZE} "
+            f"({BYTE_ALPHABET} bytes + {len(SPECIAL_TOKENS)} special tokens)"
+        )
+
+
 class Tokenizer:
     """Encode text to token ids and back; ``kind`` is ``"bpe"`` or ``"char"``."""
 
@@ -48,12 +60,7 @@ class Tokenizer:
             return cls._train_char(texts)
         if kind != "bpe":
             raise ValueError(f"tokenizer kind must be 'bpe' or 'char', got {kind!r}")
-        minimum = BYTE_ALPHABET + len(SPECIAL_TOKENS)
-        if vocab_size < minimum:
-            raise ValueError(
-                f"vocab_size {vocab_size} is too small for byte-level BPE: it needs at least {minimum} "
-                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
-            )
+        check_bpe_vocab_size(vocab_size)
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [

@@ -97,7 +97,7 @@ class SampleGenerations(L.Callback):
         """(prompt, completion) pairs sampled from the module's current weights."""
         prompts = self.prompts or self.default_prompts(datamodule)
         tokenizer = module.tokenizer
-        gpt = getattr(module.model, "_orig_mod", module.model)  # generate runs eagerly, then restores the mode
+        gpt = module.gpt  # generate runs eagerly, then restores the mode
         new_tokens = generate(
             gpt,
             [tokenizer.encode(p) for p in prompts],

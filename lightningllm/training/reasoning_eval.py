@@ -71,7 +71,7 @@ class ReasoningEval(L.Callback):
         if not hasattr(datamodule, "problems") or module.tokenizer is None:
             return None
         problems = datamodule.problems(split)[:limit]
-        gpt = getattr(module.model, "_orig_mod", module.model)
+        gpt = module.gpt
         scores, completions = evaluate_reasoning(gpt, module.tokenizer, problems, self.batch_size)
         for key in ("1", "2", "3", "all"):
             if key in scores:
