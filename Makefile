@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Benchmarks print their figures; BENCHMARKS.md records them with the machine and the command.
-# bench-quick takes about 4 minutes on 2 CPU cores; bench about 50.
+# bench-quick takes about 4 minutes on 2 CPU cores; bench a little over an hour.
 bench-quick: $(STAMP)
 	$(PY) benchmarks/startup.py --quick
 	$(PY) benchmarks/data_prep.py --quick
@@ -40,10 +40,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_prep.py
 	$(PY) benchmarks/throughput.py --shapes baby demo --repeats 3 --steps 100
 	$(PY) benchmarks/throughput.py --shapes small --repeats 2 --steps 25 --warmup 5
+	$(PY) benchmarks/throughput.py --compile --shapes baby demo --repeats 2 --steps 100
+	$(PY) benchmarks/throughput.py --compile --shapes small --repeats 1 --steps 25 --warmup 5
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/quality.py --shakespeare-config configs/shakespeare-bpe.yaml --only shakespeare
-	$(PY) benchmarks/quality.py --only reasoning
+	$(PY) benchmarks/quality.py --only reasoning --minutes 1 2 5 10
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

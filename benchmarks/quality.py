@@ -73,7 +73,7 @@ def shakespeare(config: str, seconds: float, workdir: Path, overrides: list[str]
     }
 
 
-def reasoning(minutes: float, workdir: Path) -> dict:
+def reasoning(minutes: float, workdir: Path, overrides: list[str]) -> dict:
     cli = fit(
         [
             f"--config={REPO / 'configs' / 'demo.yaml'}",
@@ -83,6 +83,7 @@ def reasoning(minutes: float, workdir: Path) -> dict:
             "--trainer.enable_checkpointing=false",
             "--trainer.callbacks=[]",
             "--trainer.limit_val_batches=0",
+            *overrides,
         ]
     )
     datamodule = cli.datamodule
@@ -97,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, nargs="+", default=[120, 300], help="Shakespeare training budgets")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5], help="reasoning training budgets")
     p.add_argument("--shakespeare-config", default=str(REPO / "configs" / "shakespeare-char.yaml"))
-    p.add_argument(
-        "--set", action="append", default=[], help="an extra option for the Shakespeare fit (repeatable): --set=--x=1"
-    )
+    p.add_argument("--set", action="append", default=[], help="an extra option for every fit (repeatable): --set=--x=1")
     p.add_argument("--quick", action="store_true", help="Shakespeare for 30 s only")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         if args.only in (None, "reasoning"):
             for minutes in args.minutes:
-                row = reasoning(minutes, Path(tmp) / f"reasoning-{minutes}")
+                row = reasoning(minutes, Path(tmp) / f"reasoning-{minutes}", args.set)
                 results["reasoning"].append(row)
                 by_steps = ", ".join(f"{k}: {v:.0%}" for k, v in row.items() if k.endswith("step"))
                 print(f"reasoning, {minutes:g} min ({row['steps']} steps): exact match {row['all']:.1%} ({by_steps})")

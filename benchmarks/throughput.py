@@ -21,6 +21,7 @@ Shapes (character-level Shakespeare, fp32)::
 
     python benchmarks/throughput.py                  # all shapes, 3 repeats
     python benchmarks/throughput.py --quick          # baby and demo, 1 repeat, fewer steps
+    python benchmarks/throughput.py --compile        # both systems with torch.compile (fit: model.compile)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class StepClock(L.Callback):
         self.ends.append(time.perf_counter())
 
 
-def cli_args(shape: dict, steps: int, workdir: Path) -> list[str]:
+def cli_args(shape: dict, steps: int, workdir: Path, compile: bool = False) -> list[str]:
     return [  # no subcommand: build_cli(run=False) parses the fit arguments alone
         f"--config={REPO / 'configs' / 'shakespeare-char.yaml'}",
         f"--data.sources={SHAKESPEARE}",
@@ -75,6 +76,7 @@ def cli_args(shape: dict, steps: int, workdir: Path) -> list[str]:
         f"--model.config.n_embd={shape['n_embd']}",
         "--model.config.pos_emb=learned",
         "--model.train_minutes=null",
+        f"--model.compile={str(compile).lower()}",
         f"--trainer.max_steps={steps}",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_checkpointing=false",
@@ -83,19 +85,19 @@ def cli_args(shape: dict, steps: int, workdir: Path) -> list[str]:
     ]
 
 
-def run_fit(shape: dict, steps: int, workdir: Path) -> tuple[list[float], int, GPTConfig]:
+def run_fit(shape: dict, steps: int, workdir: Path, compile: bool) -> tuple[list[float], int, GPTConfig]:
     """Step times of ``lightningllm fit`` (its LightningCLI objects), the progress bar going to a buffer."""
     L.seed_everything(0, verbose=False)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        cli = build_cli(cli_args(shape, steps, workdir), run=False)
+        cli = build_cli(cli_args(shape, steps, workdir, compile), run=False)
         clock = StepClock()
         cli.trainer.callbacks.append(clock)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    gpt = cli.model.model
+    gpt = cli.model.gpt
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)], gpt.num_params(), gpt.config
 
 
-def run_plain(shape: dict, steps: int, workdir: Path, config: GPTConfig) -> list[float]:
+def run_plain(shape: dict, steps: int, workdir: Path, config: GPTConfig, compile: bool) -> list[float]:
     """Step times of a hand-written loop: same model config, same batches, same optimizer settings."""
     L.seed_everything(0, verbose=False)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -104,13 +106,14 @@ def run_plain(shape: dict, steps: int, workdir: Path, config: GPTConfig) -> list
         datamodule.setup("fit")
     model = GPT(config)
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=LEARNING_RATE, betas=(0.9, 0.95), fused=True)
+    forward = torch.compile(model) if compile else model
     ends = []
     batches = iter(datamodule.train_dataloader())
     for step in range(steps):
         inputs, targets = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, LEARNING_RATE, WARMUP, steps, MIN_LR)
-        loss = model(inputs, targets)
+        loss = forward(inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     p.add_argument("--repeats", type=int, default=3, help="plain/fit pairs per shape, alternating")
     p.add_argument("--quick", action="store_true", help="baby and demo, 1 repeat, 40 steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model in both systems")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p.parse_args(argv)
 
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = max(v for n, v in peaks.items() if n >= 512)
     print(machine())
     print("fp32 matmul GFLOP/s: " + ", ".join(f"{n}²: {v:.0f}" for n, v in peaks.items()))
-    results = {"machine": machine(), "matmul_gflops": peaks, "shapes": {}}
+    results = {"machine": machine(), "matmul_gflops": peaks, "compile": args.compile, "shapes": {}}
     for name in args.shapes:
         shape = SHAPES[name]
         tokens = shape["batch_size"] * shape["block_size"]
@@ -148,9 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
             workdir = Path(tmp)
             total = args.warmup + args.steps + 1
             for _ in range(args.repeats):
-                fit_times, params, config = run_fit(shape, total, workdir)
+                fit_times, params, config = run_fit(shape, total, workdir, args.compile)
                 times["fit"].append(statistics.median(fit_times[args.warmup :]))
-                times["plain"].append(statistics.median(run_plain(shape, total, workdir, config)[args.warmup :]))
+                plain_times = run_plain(shape, total, workdir, config, args.compile)
+                times["plain"].append(statistics.median(plain_times[args.warmup :]))
         flops = config.flops_per_token(shape["block_size"])
         row = {"params": params, "tokens_per_step": tokens, "flops_per_token": flops}
         for system, seconds in times.items():

@@ -3,6 +3,6 @@
 from lightningllm.model.config import PRESETS, GPTConfig
 from lightningllm.model.generate import generate, sample_next
 from lightningllm.model.gpt import GPT, IGNORE_INDEX
-from lightningllm.model.optim import lr_at, param_groups
+from lightningllm.model.optim import Muon, lr_at, param_groups
 
-__all__ = ["GPT", "GPTConfig", "IGNORE_INDEX", "PRESETS", "generate", "lr_at", "param_groups", "sample_next"]
+__all__ = ["GPT", "GPTConfig", "IGNORE_INDEX", "Muon", "PRESETS", "generate", "lr_at", "param_groups", "sample_next"]

@@ -1,10 +1,13 @@
 """LitGPT on its own: checkpoints across torch.compile, and the optimizer and LR schedule it configures."""
 
+from unittest.mock import Mock
+
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
-from lightningllm.model import GPTConfig, lr_at
+from lightningllm.model import GPTConfig, Muon, lr_at
 from lightningllm.training import LitGPT
 
 
@@ -98,6 +101,30 @@ def test_adamw_gets_betas_eps_and_decays_matmul_weights_only():
     assert {"blocks.0.attn.qkv.weight", "blocks.1.mlp.fc.weight"} <= decayed
     assert {"wte.weight", "wpe.weight", "blocks.0.norm_1.weight", "blocks.0.attn.qkv.bias", "norm_f.weight"} <= kept
     assert len(decayed) + len(kept) == len(names)
+
+
+def test_muon_option_steps_block_matrices_with_muon_on_the_same_schedule():
+    module, optimizer, lrs = optimizer_and_lrs(110, optimizer="muon", learning_rate=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert isinstance(optimizer, Muon)
+    muon_groups = [g for g in optimizer.param_groups if g["use_muon"]]
+    assert len(muon_groups) == 1 and muon_groups[0]["weight_decay"] == 0.1
+    names = {id(p): name for name, p in module.model.named_parameters()}
+    assert {names[id(p)] for p in muon_groups[0]["params"]} == {
+        name for name, p in module.model.named_parameters() if name.startswith("blocks.") and p.dim() == 2
+    }
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(names)
+    assert lrs == pytest.approx([lr_at(s, 1e-3, 10, 110, 1e-4) for s in range(len(lrs))])
+    assert {g["lr"] for g in optimizer.param_groups} == {lrs[-1]}  # every group follows the schedule
+
+
+def test_muon_is_refused_under_a_sharding_strategy(monkeypatch):
+    module = built(optimizer="muon")
+    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    # Lightning's FSDP needs a GPU to construct; the guard only asks what kind of strategy runs.
+    monkeypatch.setattr(L.Trainer, "strategy", property(lambda self: Mock(spec=FSDPStrategy)))
+    with pytest.raises(ValueError, match="model.optimizer=muon needs whole weight matrices"):
+        module.configure_optimizers()
 
 
 def test_optimizer_covers_every_parameter_once_when_compiled():

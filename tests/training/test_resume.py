@@ -21,11 +21,13 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | None = None, **data_args) -> LitGPT:
+def fit(
+    tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | None = None, optimizer="adamw", **data_args
+) -> LitGPT:
     L.seed_everything(0)
     args = dict(num_train=1000, num_val=30, num_test=30, block_size=48, batch_size=4, tokenizer_kind="bpe")
     data = ReasoningDataModule(**(args | {"vocab_size": 320, "cache_dir": str(tmp_path / "cache")} | data_args))
-    module = LitGPT(GPTConfig.from_name("debug", block_size=48), warmup_steps=3)
+    module = LitGPT(GPTConfig.from_name("debug", block_size=48), warmup_steps=3, optimizer=optimizer)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / checkpoints, save_last=True)]
     callbacks += [StopAt(stop)] if stop else []
     trainer = L.Trainer(
@@ -36,9 +38,11 @@ def fit(tmp_path, checkpoints: str, stop: int | None = None, ckpt_path: str | No
     return module
 
 
-@pytest.mark.parametrize("num_workers, shuffle", [(0, False), (1, True)])
-def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path, num_workers, shuffle):
-    data = {"num_workers": num_workers, "shuffle": shuffle}
+@pytest.mark.parametrize(
+    "num_workers, shuffle, optimizer", [(0, False, "adamw"), (1, True, "adamw"), (0, True, "muon")]
+)
+def test_resume_mid_epoch_equals_uninterrupted_training(tmp_path, num_workers, shuffle, optimizer):
+    data = {"num_workers": num_workers, "shuffle": shuffle, "optimizer": optimizer}
     straight = fit(tmp_path, "straight", **data)
     fit(tmp_path, "resumed", stop=8, **data)
     resumed = fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "resumed" / "last.ckpt"), **data)
