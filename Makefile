@@ -31,6 +31,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/startup.py --quick
 	$(PY) benchmarks/data_prep.py --quick
 	$(PY) benchmarks/throughput.py --quick
+	$(PY) benchmarks/profile_step.py --quick
 	$(PY) benchmarks/generation.py --quick
 	$(PY) benchmarks/memory.py --quick
 	$(PY) benchmarks/quality.py --quick
@@ -42,6 +43,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/throughput.py --shapes small --repeats 2 --steps 25 --warmup 5
 	$(PY) benchmarks/throughput.py --compile --shapes baby demo --repeats 2 --steps 100
 	$(PY) benchmarks/throughput.py --compile --shapes small --repeats 1 --steps 25 --warmup 5
+	$(PY) benchmarks/profile_step.py --shape baby
+	$(PY) benchmarks/profile_step.py --shape small --steps 5
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/quality.py --shakespeare-config configs/shakespeare-bpe.yaml --only shakespeare
