@@ -23,9 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, matmul_peak, write_json  # noqa: E402
-from throughput import SHAPES  # noqa: E402
+from throughput import SHAPES, plain_optimizer, plain_step  # noqa: E402
 
-from lightningllm.model import GPT, GPTConfig, param_groups  # noqa: E402
+from lightningllm.model import GPT, GPTConfig  # noqa: E402
 
 # Leaf operations by kind; anything else counts as "other" (views, copies, adds, embedding, ...).
 KINDS = {
@@ -59,21 +59,13 @@ def profile_steps(shape: dict, steps: int, warmup: int) -> tuple[dict, float, GP
         n_embd=shape["n_embd"], bias=False, dropout=0.0, pos_emb="learned",
     )  # fmt: skip
     model = GPT(config)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), fused=True)
+    optimizer = plain_optimizer(model)
     batch = torch.randint(0, 65, (shape["batch_size"], shape["block_size"] + 1))
-
-    def step() -> None:
-        loss = model(batch[:, :-1], batch[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
     for _ in range(warmup):
-        step()
+        plain_step(model, optimizer, batch[:, :-1], batch[:, 1:])
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         for _ in range(steps):
-            step()
+            plain_step(model, optimizer, batch[:, :-1], batch[:, 1:])
     seconds, flops = defaultdict(float), defaultdict(float)
     names = {name: kind for kind, ops in KINDS.items() for name in ops}
     for event in prof.key_averages():

@@ -105,21 +105,30 @@ def run_plain(shape: dict, steps: int, workdir: Path, config: GPTConfig, compile
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = GPT(config)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=LEARNING_RATE, betas=(0.9, 0.95), fused=True)
-    forward = torch.compile(model) if compile else model
+    optimizer = plain_optimizer(model)
+    model = torch.compile(model) if compile else model
     ends = []
     batches = iter(datamodule.train_dataloader())
     for step in range(steps):
-        inputs, targets = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, LEARNING_RATE, WARMUP, steps, MIN_LR)
-        loss = forward(inputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        plain_step(model, optimizer, *next(batches))
         ends.append(time.perf_counter())
     return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+
+
+def plain_optimizer(model: GPT) -> torch.optim.AdamW:
+    """The optimizer ``fit`` configures for these runs: fused AdamW on the same parameter groups."""
+    return torch.optim.AdamW(param_groups(model, 0.1), lr=LEARNING_RATE, betas=(0.9, 0.95), fused=True)
+
+
+def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs, targets) -> None:
+    """One hand-written training step: forward with the loss, backward, clip at 1.0, optimizer step."""
+    loss = model(inputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

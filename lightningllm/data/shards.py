@@ -3,8 +3,8 @@
 A prepared corpus is one folder ``<cache_dir>/<name>-<fingerprint>/`` holding ``tokenizer.json``,
 ``train/`` and ``val/`` litdata shards, and ``report.json``. It is built in a temporary folder
 and renamed into place only when complete (``lightningllm.atomic``), so a crash or Ctrl-C never
-leaves a folder that a later run would take as finished. The same sources and settings give the same fingerprint, so
-a second run reuses the shards without tokenizing again.
+leaves a folder that a later run would take as finished. The same sources and settings give the
+same fingerprint, so a second run reuses the shards without tokenizing again.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw
 
 Schedule = Literal["cosine", "linear", "constant"]
 
@@ -127,28 +128,30 @@ class Muon(torch.optim.Optimizer):
             torch._foreach_add_([params[i] for i in indices], list(updates.unbind()), alpha=-scaled_lr)
 
     def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        beta1, beta2 = group["betas"]
+        """torch's own AdamW arithmetic (its functional form) on this group, with AdamW's state layout."""
         for param in params:
-            state = self.state[param]
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(param)
-                state["exp_avg_sq"] = torch.zeros_like(param)
+            if not self.state[param]:
+                self.state[param].update(
+                    step=torch.tensor(0.0), exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param)
+                )
         states = [self.state[p] for p in params]
-        grads = [p.grad for p in params]
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        for s in states:
-            s["step"] += 1
-        step = states[0]["step"]  # the group's parameters step together
-        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, math.sqrt(1 - beta2**step))
-        torch._foreach_add_(denominators, group["eps"])
-        torch._foreach_addcdiv_(params, exp_avgs, denominators, -group["lr"] / (1 - beta1**step))
+        beta1, beta2 = group["betas"]
+        adamw(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            foreach=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
 
 def lr_at(

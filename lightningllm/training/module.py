@@ -282,7 +282,7 @@ class LitGPT(L.LightningModule):
             groups = param_groups(self.gpt, hp.weight_decay, muon=True)
             optimizer = Muon(groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps)
         else:
-            optimizer = self._adamw(param_groups(self.model, hp.weight_decay))
+            optimizer = self._adamw(param_groups(self.gpt, hp.weight_decay))
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
 
         def factor(step: int) -> float:

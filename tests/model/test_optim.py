@@ -8,6 +8,15 @@ from lightningllm.model import GPT, GPTConfig, Muon, lr_at, param_groups
 from lightningllm.model.optim import orthogonalize
 
 
+def train_steps(model: GPT, optimizer: torch.optim.Optimizer, batch: torch.Tensor, steps: int) -> float:
+    for _ in range(steps):
+        loss = model(batch[:, :-1], batch[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
 def test_weight_decay_applies_to_matmul_weights_only():
     model = GPT(GPTConfig.from_name("debug", tie_embeddings=False))
     decay, no_decay = param_groups(model, weight_decay=0.1)
@@ -63,25 +72,12 @@ def test_each_variant_overfits_a_tiny_batch(variant):
     batch = torch.randint(0, 128, (4, 33))
     optimizer = torch.optim.AdamW(param_groups(model, 0.0), lr=3e-3)
     initial = model(batch[:, :-1], batch[:, 1:]).item()
-    for _ in range(150):
-        loss = model(batch[:, :-1], batch[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    loss = train_steps(model, optimizer, batch, 150)
     assert initial > math.log(128) - 0.5
-    assert loss.item() < 0.3
+    assert loss < 0.3
 
 
 # --- Muon ----------------------------------------------------------------------------------------
-
-
-def train_steps(model: GPT, optimizer: torch.optim.Optimizer, batch: torch.Tensor, steps: int) -> float:
-    for _ in range(steps):
-        loss = model(batch[:, :-1], batch[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return loss.item()
 
 
 def test_muon_groups_hold_the_blocks_matrices_and_adamw_the_rest():
