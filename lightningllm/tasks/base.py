@@ -1,0 +1,114 @@
+"""The task interface: examples with a checker, and ``evaluate``, which scores a model on them.
+
+A ``Task`` gives examples per split (``train``, ``val``, ``test``): a prompt, the reference
+completion, the short answer a reader checks against, and a group (scores are also reported
+per group, e.g. per number of reasoning steps). ``score(example, completion)`` returns 1.0 for
+a right completion and 0.0 for a wrong one; values in between are allowed (a partial reward).
+``evaluate`` works on a plain ``GPT`` and ``Tokenizer``: no Lightning, usable from benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from lightningllm.data.tokenizer import Tokenizer
+    from lightningllm.model import GPT
+
+
+@dataclass(frozen=True)
+class Example:
+    """One held-out example of a task."""
+
+    prompt: str
+    """The text the model continues."""
+    completion: str
+    """A reference completion (it sets the generation budget: its length in tokens, plus a margin)."""
+    answer: str
+    """The short answer a reader checks the completion against (printed beside samples)."""
+    group: str = "all"
+    """Scores are reported per group too (e.g. ``2-step``)."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A task with checkable answers: what ``TaskEval`` scores and what post-training rewards."""
+
+    name: str
+    """Short name, for messages."""
+    metric: str
+    """Name of the mean score in logs, e.g. ``exact_match`` (logged as ``val/exact_match``)."""
+
+    def examples(self, split: str) -> Sequence[Example]:
+        """The examples of ``split`` (``train``, ``val`` or ``test``)."""
+        ...
+
+    def score(self, example: Example, completion: str) -> float:
+        """How right ``completion`` is for ``example``: 1.0 right, 0.0 wrong."""
+        ...
+
+
+def group_tag(group: str) -> str:
+    """A group name as a metric tag suffix: ``2-step`` → ``2step``."""
+    return "".join(ch for ch in group if ch.isalnum() or ch == "_")
+
+
+@torch.no_grad()
+def evaluate(
+    model: GPT,
+    tokenizer: Tokenizer,
+    task: Task,
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    margin: int = 8,
+) -> tuple[dict[str, float], list[str]]:
+    """Greedy completions of ``examples`` and their mean scores: ``{"all": s, "<group>": s, ...}``.
+
+    Each completion may run to the longest reference completion plus ``margin`` tokens, and
+    stops at EOS. Raises ``ValueError`` when a prompt and that budget do not fit the context.
+    """
+    if not examples:
+        raise ValueError(f"task {task.name} has no examples to evaluate")
+    prompts = [tokenizer.encode(e.prompt) for e in examples]
+    budget = max(len(tokenizer.encode(e.completion)) for e in examples) + margin
+    longest = max(len(p) for p in prompts)
+    if longest + budget > model.config.block_size:
+        raise ValueError(
+            f"task {task.name} needs {longest + budget} tokens of context (prompt + answer) but the model's "
+            f"block_size is {model.config.block_size}"
+        )
+    from lightningllm.model import generate
+
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))  # similar lengths pad little
+    completions = [""] * len(examples)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        outs = generate(model, [prompts[i] for i in rows], budget, temperature=0, eos_id=tokenizer.eos_id)
+        for i, ids in zip(rows, outs, strict=True):
+            completions[i] = tokenizer.decode(ids)
+    return mean_scores(task, examples, completions), completions
+
+
+def mean_scores(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, float]:
+    """Mean score overall (``all``) and per group, groups in sorted order."""
+    if len(examples) != len(completions):
+        raise ValueError(f"got {len(examples)} examples but {len(completions)} completions")
+    by_group: dict[str, list[float]] = {}
+    for example, completion in zip(examples, completions, strict=True):
+        value = float(task.score(example, completion))
+        by_group.setdefault(example.group, []).append(value)
+    scores = {group: sum(v) / len(v) for group, v in sorted(by_group.items())}
+    every = [v for values in by_group.values() for v in values]
+    scores["all"] = sum(every) / len(every)
+    return scores
+
+
+def format_scores(task: Task, scores: dict[str, float]) -> str:
+    """``exact match 92.0% (1-step 100.0%, 2-step 90.0%)``."""
+    groups = [f"{group} {value:.1%}" for group, value in scores.items() if group != "all"]
+    detail = f" ({', '.join(groups)})" if groups else ""
+    return f"{task.metric.replace('_', ' ')} {scores['all']:.1%}{detail}"
