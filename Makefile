@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/check_env.py
 
 demo: $(STAMP)
 	$(VENV)/bin/lightningllm fit --config configs/demo.yaml
-	$(VENV)/bin/lightningllm test --config configs/demo.yaml --ckpt_path logs/demo/checkpoints/last.ckpt
+	$(VENV)/bin/lightningllm test --ckpt_path logs/demo/checkpoints/last.ckpt
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -55,8 +55,8 @@ def profile_steps(shape: dict, steps: int, warmup: int) -> tuple[dict, float, GP
     """Self CPU time (s) and FLOPs by kind over ``steps`` profiled steps, the time per step, the config."""
     torch.manual_seed(0)
     config = GPTConfig(
-        vocab_size=65, block_size=shape["block_size"], n_layer=shape["n_layer"], n_head=shape["n_head"],
-        n_embd=shape["n_embd"], bias=False, dropout=0.0, pos_emb="learned",
+        vocab_size=65, padding_multiple=1, block_size=shape["block_size"], n_layer=shape["n_layer"],
+        n_head=shape["n_head"], n_embd=shape["n_embd"], bias=False, dropout=0.0, pos_emb="learned",
     )  # fmt: skip
     model = GPT(config)
     optimizer = plain_optimizer(model)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHAKESPEARE, machine, write_json  # noqa: E402
 
 from lightningllm.cli import build_cli  # noqa: E402
-from lightningllm.training.reasoning_eval import evaluate_reasoning  # noqa: E402
+from lightningllm.tasks.base import evaluate, group_tag  # noqa: E402
 
 
 def fit(args: list[str]):
@@ -53,9 +53,10 @@ def shakespeare(config: str, seconds: float, workdir: Path, overrides: list[str]
             f"--data.sources={SHAKESPEARE}",
             "--data.split=tail",
             "--data.val_fraction=0.1",
+            "--data.test_fraction=0",  # nanoGPT's split: the last 10% validates, nothing is held out beyond it
             f"--data.cache_dir={workdir / 'cache'}",
             f"--model.train_minutes={seconds / 60}",
-            f"--trainer.logger.init_args.save_dir={workdir / 'logs'}",
+            f"--trainer.default_root_dir={workdir / 'logs'}",
             f"--trainer.callbacks=[{{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: {{dirpath: {workdir / 'ckpt'}, save_last: true}}}}]",  # noqa: E501
             *overrides,
         ]
@@ -79,16 +80,16 @@ def reasoning(minutes: float, workdir: Path, overrides: list[str]) -> dict:
             f"--config={REPO / 'configs' / 'demo.yaml'}",
             f"--data.init_args.cache_dir={workdir / 'cache'}",
             f"--model.train_minutes={minutes}",
-            f"--trainer.logger.init_args.save_dir={workdir / 'logs'}",
+            f"--trainer.default_root_dir={workdir / 'logs'}",
             "--trainer.enable_checkpointing=false",
             "--trainer.callbacks=[]",
             "--trainer.limit_val_batches=0",
             *overrides,
         ]
     )
-    datamodule = cli.datamodule
-    score, _ = evaluate_reasoning(cli.model.model, datamodule.tokenizer, datamodule.problems("test"))
-    by_steps = {f"{k}step": score[k] for k in ("1", "2", "3") if k in score}
+    task = cli.datamodule.task
+    score, _ = evaluate(cli.model.model, cli.datamodule.tokenizer, task, task.examples("test"))
+    by_steps = {group_tag(group): value for group, value in score.items() if group != "all"}
     return {"minutes": minutes, "steps": cli.trainer.global_step, "all": score["all"], **by_steps}
 
 

@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from lightningllm.data import ReasoningDataModule
-from lightningllm.data.reasoning import WORKING_STYLES, Problem
 from lightningllm.model import GPT, GPTConfig, lr_at, param_groups
-from lightningllm.training.reasoning_eval import evaluate_reasoning
+from lightningllm.tasks import Example, evaluate
+from lightningllm.tasks.reasoning import ReasoningDataModule
+from lightningllm.tasks.reasoning.corpus import WORKING_STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,15 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def balanced(problems: list[Problem], n: int, max_steps: int) -> list[Problem]:
-    """The first n // max_steps test problems of each step count."""
+def balanced(examples: list[Example], n: int, max_steps: int) -> list[Example]:
+    """The first n // max_steps test examples of each step count."""
     per = max(1, n // max_steps)
-    return [p for k in range(1, max_steps + 1) for p in [q for q in problems if q.num_steps == k][:per]]
+    return [e for k in range(1, max_steps + 1) for e in [x for x in examples if x.group == f"{k}-step"][:per]]
 
 
-def fmt(result: dict, max_steps: int) -> str:
-    parts = [f"{k}-step {100 * result[str(k)]:5.1f}%" for k in range(1, max_steps + 1)]
-    return "  ".join(parts) + f"  all {100 * result['all']:5.1f}% (n={result['n_all']})"
+def fmt(result: dict, max_steps: int, n: int) -> str:
+    parts = [f"{k}-step {100 * result[f'{k}-step']:5.1f}%" for k in range(1, max_steps + 1)]
+    return "  ".join(parts) + f"  all {100 * result['all']:5.1f}% (n={n})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     data.setup("fit")
-    vocab, test = data.tokenizer, data.problems("test")
+    vocab, task = data.tokenizer, data.task
+    test = list(task.examples("test"))
     eval_set = balanced(test[::-1], args.eval_n, args.max_steps)  # disjoint from the final set's head
     final_set = balanced(test, args.final_n, args.max_steps)
     stream_tokens = data.num_train_samples() * args.block_size
 
     config = GPTConfig(
-        vocab_size=64 * math.ceil(vocab.vocab_size / 64),
+        vocab_size=vocab.vocab_size,
         block_size=max(args.block_size, 384),  # room to decode a whole 3-step answer
         n_layer=args.n_layer,
         n_head=args.n_head,
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         f"vocab={vocab.vocab_size} params={model.num_params():,} windows={data.num_train_samples()} "
         f"({stream_tokens / 1e6:.2f}M tokens, {args.num_train} problems)"
     )
-    print(f"example: {data.corpus.problems('train')[0].text!r}")
+    print(f"example: {data.corpus().problems('train')[0].text!r}")
 
     batches = iter(data.train_dataloader())
     budget_s, trained_s, step, tokens = 60 * args.minutes, 0.0, 0, 0
@@ -164,17 +165,17 @@ def main(argv: list[str] | None = None) -> None:
         trained_s += time.perf_counter() - t0
         if eval_due():
             next_eval += 60 * args.eval_every
-            result, _ = evaluate_reasoning(model, vocab, eval_set)
+            result, _ = evaluate(model, vocab, task, eval_set)
             model.train()
             print(
                 f"[{trained_s / 60:5.2f} min] step {step:5d} loss {loss.item():.3f} lr {lr:.2e} "
                 f"{tokens / trained_s:,.0f} tok/s epoch {tokens / stream_tokens:.2f} | "
-                f"{fmt(result, args.max_steps)}",
+                f"{fmt(result, args.max_steps, len(eval_set))}",
                 flush=True,
             )
     t0 = time.perf_counter()
-    result, completions = evaluate_reasoning(model, vocab, final_set)
-    print(f"final ({time.perf_counter() - t0:.0f}s to decode): {fmt(result, args.max_steps)}")
+    result, completions = evaluate(model, vocab, task, final_set)
+    print(f"final ({time.perf_counter() - t0:.0f}s to decode): {fmt(result, args.max_steps, len(final_set))}")
     for sample in completions[:2]:
         print(f"  sample: {sample!r}")
     if math.isnan(loss.item()):

@@ -33,7 +33,7 @@ def fit_args(workdir: Path, steps: int) -> list[str]:
         f"--config={REPO / 'configs' / 'shakespeare-char.yaml'}",
         f"--data.sources={SHAKESPEARE}",
         f"--data.cache_dir={workdir / 'cache'}",
-        f"--trainer.logger.init_args.save_dir={workdir / 'logs'}",
+        f"--trainer.default_root_dir={workdir / 'logs'}",
         f"--trainer.max_steps={steps}",
         "--trainer.log_every_n_steps=1",
         "--trainer.limit_val_batches=0",

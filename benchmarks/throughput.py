@@ -81,7 +81,7 @@ def cli_args(shape: dict, steps: int, workdir: Path, compile: bool = False) -> l
         "--trainer.limit_val_batches=0",
         "--trainer.enable_checkpointing=false",
         "--trainer.callbacks=[]",
-        f"--trainer.logger.init_args.save_dir={workdir / 'logs'}",
+        f"--trainer.default_root_dir={workdir / 'logs'}",
     ]
 
 
@@ -93,7 +93,7 @@ def run_fit(shape: dict, steps: int, workdir: Path, compile: bool) -> tuple[list
         clock = StepClock()
         cli.trainer.callbacks.append(clock)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    gpt = cli.model.gpt
+    gpt = cli.model.model
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)], gpt.num_params(), gpt.config
 
 

@@ -1,8 +1,9 @@
 """lightningllm: build and train small GPT-style language models from scratch with Lightning.
 
 ``lightningllm.model`` is pure PyTorch (``GPT``, ``GPTConfig``); Lightning pieces live in
-``lightningllm.training`` (``LitGPT``) and ``lightningllm.data`` (the data modules). Names are
-imported lazily so ``import lightningllm.model`` never pulls in Lightning.
+``lightningllm.training`` (``LitGPT`` and its callbacks) and ``lightningllm.data`` (the data
+modules); ``lightningllm.tasks`` holds the task interface and the built-in reasoning task.
+Names are imported lazily so ``import lightningllm.model`` never pulls in Lightning.
 """
 
 from importlib import import_module
@@ -15,7 +16,7 @@ _EXPORTS = {
     "generate": "lightningllm.model",
     "Tokenizer": "lightningllm.data",
     "TextDataModule": "lightningllm.data",
-    "ReasoningDataModule": "lightningllm.data",
+    "ReasoningDataModule": "lightningllm.tasks.reasoning",
     "PromptDataModule": "lightningllm.data",
     "LitGPT": "lightningllm.training",
 }

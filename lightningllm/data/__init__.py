@@ -1,7 +1,9 @@
-"""Data: tokenizer training, source reading and cleaning, litdata shards, the data modules.
+"""Data: tokenizer training, source reading and cleaning, corpus preparation into shards, the data modules.
 
 Names are imported lazily: ``from lightningllm.data.tokenizer import Tokenizer`` (or the
-tokenizer alone in another project) never pulls in Lightning; the data modules do.
+tokenizer alone in another project) never pulls in Lightning; the data modules do. A corpus of
+one's own plugs in by implementing ``Corpus`` and subclassing ``CorpusDataModule`` with a
+``corpus()`` method that returns it.
 """
 
 from importlib import import_module
@@ -9,9 +11,13 @@ from importlib import import_module
 _EXPORTS = {
     "DataError": "lightningllm.data.sources",
     "Tokenizer": "lightningllm.data.tokenizer",
-    "TextDataModule": "lightningllm.data.datamodule",
-    "ReasoningDataModule": "lightningllm.data.datamodule",
-    "PromptDataModule": "lightningllm.data.datamodule",
+    "TokenDataModule": "lightningllm.data.contract",
+    "Corpus": "lightningllm.data.prepare",
+    "TokenizerSpec": "lightningllm.data.prepare",
+    "prepare_corpus": "lightningllm.data.prepare",
+    "CorpusDataModule": "lightningllm.data.datamodule",
+    "TextDataModule": "lightningllm.data.text",
+    "PromptDataModule": "lightningllm.data.prompts",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,10 +1,12 @@
-"""Token shards on disk: ``litdata.optimize`` with ``TokensLoader``, cached by fingerprint, written atomically.
+"""The shard format: documents → litdata token shards (``TokensLoader``), and a stored sample → a batch row.
 
 A prepared corpus is one folder ``<cache_dir>/<name>-<fingerprint>/`` holding ``tokenizer.json``,
-``train/`` and ``val/`` litdata shards, and ``report.json``. It is built in a temporary folder
-and renamed into place only when complete (``lightningllm.atomic``), so a crash or Ctrl-C never
-leaves a folder that a later run would take as finished. The same sources and settings give the
-same fingerprint, so a second run reuses the shards without tokenizing again.
+``train/``, ``val/`` and (when the corpus has one) ``test/`` litdata shards, and ``report.json``,
+written last as the mark of a complete folder (``lightningllm.data.prepare`` builds it). A split
+is one stream of token ids, documents joined by EOS. A token the model reads but is not trained
+to predict (a prompt of instruction data) is stored with the top bit of its integer set;
+``decode_sample`` turns a stored window of ``block_size + 1`` tokens into inputs and targets
+whose context positions are ``IGNORE_INDEX``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from lightningllm.model.gpt import IGNORE_INDEX
 
 COMPLETE_MARKER = "report.json"
 
@@ -28,6 +33,7 @@ def fingerprint(parts: dict) -> str:
 
 
 def is_prepared(directory: Path) -> bool:
+    """True once ``directory`` holds a complete prepared corpus."""
     return (directory / COMPLETE_MARKER).is_file()
 
 
@@ -45,7 +51,7 @@ def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
     """litdata worker: encode one file of JSON-lines documents into a single token array.
 
     Each document is a list of ``(text, trained)`` segments. Tokens of context segments (the
-    prompts of instruction data, the questions of the reasoning corpus) are stored with the
+    prompts of instruction data, the questions of a task corpus) are stored with the
     context flag set, so the loss covers only the trained segments.
     """
     tokenizer = _cached_tokenizer(tokenizer_json)
@@ -118,7 +124,7 @@ def write_shards(
     """Tokenize JSON-lines piece files into litdata token shards under ``output_dir``."""
     from litdata import TokensLoader, optimize
 
-    # One worker keeps the document order (the curriculum of the reasoning corpus relies on it).
+    # One worker keeps the document order (a curriculum, a corpus read in order, relies on it).
     workers = max(1, min(num_workers, len(pieces)))
     optimize(
         fn=functools.partial(_tokenize_file, tokenizer_json=tokenizer_json),
@@ -140,3 +146,17 @@ def count_tokens(split_dir: Path) -> int:
     """Total tokens in a litdata token-shard folder, read from its index."""
     index = json.loads((split_dir / "index.json").read_text())
     return sum(chunk["dim"] for chunk in index["chunks"])
+
+
+def decode_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_size + 1`` stored tokens → (inputs, targets), int64, each ``block_size`` long.
+
+    Targets of context-only tokens (prompts of instruction data) are ``IGNORE_INDEX``.
+    """
+    flag = context_flag(tokens.dtype)
+    ids = tokens.astype(np.int64)
+    context = ids >= flag
+    ids[context] -= flag
+    targets = ids[1:].copy()
+    targets[context[1:]] = IGNORE_INDEX
+    return torch.from_numpy(ids[:-1]), torch.from_numpy(targets)

@@ -283,9 +283,14 @@ def _unit_hash(text: str, salt: bytes) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def split_of_document(text: str, val_fraction: float) -> str:
-    """Deterministic split by content hash: the same document always lands in the same split."""
-    return "val" if _unit_hash(text, b"split") < val_fraction else "train"
+def split_of_document(text: str, val_fraction: float, test_fraction: float = 0.0) -> str:
+    """Deterministic split by content hash: the same document always lands in the same split.
+
+    A hash below ``val_fraction`` is ``val``, the next ``test_fraction`` is ``test``, the rest
+    ``train``; so a document's validation membership does not depend on ``test_fraction``.
+    """
+    unit = _unit_hash(text, b"split")
+    return "val" if unit < val_fraction else "test" if unit < val_fraction + test_fraction else "train"
 
 
 def in_sample(text: str, rate: float) -> bool:

@@ -6,7 +6,7 @@ Two kinds, both saved as a standard ``tokenizer.json``:
   CJK, control characters) round-trips exactly; digits are split one per token so arithmetic
   is learnable.
 - ``char``: one token per character seen in training (plus ``<|unk|>``), for tiny experiments
-  and the built-in reasoning corpus.
+  and small generated corpora.
 
 Special tokens come first (ids 0..): BOS, EOS, PAD and reserved chat-role tokens.
 """

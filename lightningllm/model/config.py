@@ -23,8 +23,12 @@ class GPTConfig:
     """Shape and layer choices of a decoder-only transformer."""
 
     # --- size ---
-    vocab_size: int = 50304
-    """Number of token ids the embedding and output head cover."""
+    vocab_size: int | None = None
+    """Token ids the tokenizer produces. None until set: ``LitGPT`` takes it from the data module's
+    tokenizer; building a ``GPT`` needs it."""
+    padding_multiple: int = 64
+    """The embedding and output head cover ``padded_vocab_size``: ``vocab_size`` rounded up to this
+    multiple, so their matmuls hit aligned shapes (ids past the tokenizer's are never produced)."""
     block_size: int = 256
     """Longest sequence (context length) the model accepts."""
     n_layer: int = 6
@@ -63,8 +67,10 @@ class GPTConfig:
     """Std of the normal init; residual output projections get ``init_std / sqrt(2 * n_layer)``."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "padding_multiple", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
+            if name == "vocab_size" and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
@@ -93,6 +99,15 @@ class GPTConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and the output head: ``vocab_size`` rounded up to ``padding_multiple``."""
+        if self.vocab_size is None:
+            raise ValueError(
+                "GPTConfig.vocab_size is not set: give it, or train with a data module whose tokenizer sets it"
+            )
+        return self.padding_multiple * math.ceil(self.vocab_size / self.padding_multiple)
 
     # --- presets ---
     @classmethod
@@ -125,8 +140,9 @@ class GPTConfig:
             mlp = 2 * (d * h + h * self.bias) + h * d + d * self.bias
         else:
             mlp = d * h + h * self.bias + h * d + d * self.bias
-        embeddings = self.vocab_size * d + (self.block_size * d if self.pos_emb == "learned" else 0)
-        head = 0 if self.tie_embeddings else self.vocab_size * d
+        vocab = self.padded_vocab_size
+        embeddings = vocab * d + (self.block_size * d if self.pos_emb == "learned" else 0)
+        head = 0 if self.tie_embeddings else vocab * d
         return {
             "embeddings": embeddings,
             "attention": self.n_layer * (qkv + proj),
@@ -142,7 +158,7 @@ class GPTConfig:
         """Training FLOPs per token: 6 per matmul weight plus attention (PaLM appendix B)."""
         t = context or self.block_size
         non_embedding = self.num_params() - self.param_breakdown()["embeddings"]
-        matmul = non_embedding + self.vocab_size * self.n_embd  # the head matmul runs even when tied
+        matmul = non_embedding + self.padded_vocab_size * self.n_embd  # the head matmul runs even when tied
         return 6 * matmul + 12 * self.n_layer * self.n_embd * t
 
     @classmethod
@@ -208,9 +224,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt-2m": {"vocab_size": 4096, "block_size": 256, "n_layer": 7, "n_head": 4, "n_embd": 128, **_GPT2},  # 1.95M
     "gpt-10m": {"vocab_size": 8192, "block_size": 512, "n_layer": 8, "n_head": 6, "n_embd": 288, **_GPT2},  # 10.5M
     "gpt-30m": {"vocab_size": 16384, "block_size": 512, "n_layer": 10, "n_head": 7, "n_embd": 448, **_GPT2},  # 31.7M
-    # The exact GPT-2 small shape (124,439,808 parameters at vocab 50257).
+    # The exact GPT-2 small shape (124,439,808 parameters at vocab 50257, unpadded).
     "gpt2-124m": {
         "vocab_size": 50257,
+        "padding_multiple": 1,
         "block_size": 1024,
         "n_layer": 12,
         "n_head": 12,

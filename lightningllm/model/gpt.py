@@ -29,7 +29,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.activation_checkpointing = False
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         if config.pos_emb == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         elif config.pos_emb == "sinusoidal":
@@ -41,7 +41,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_f = build_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.reset_parameters()
@@ -128,7 +128,7 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Mean cross-entropy over non-ignored targets without materializing all logits at once."""
         x, targets = x.reshape(-1, x.size(-1)), targets.reshape(-1)
-        if x.size(0) * self.config.vocab_size <= min_elements:  # small enough: one plain call is fastest
+        if x.size(0) * self.config.padded_vocab_size <= min_elements:  # small enough: one plain call is fastest
             logits = self.lm_head(x).float()
             return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
         total = x.new_zeros((), dtype=torch.float32)
@@ -176,8 +176,10 @@ class GPT(nn.Module):
                 parts["mlp"] += param.numel()
             elif "norm" in name:
                 parts["norms"] += param.numel()
-            else:
+            elif name.startswith("lm_head"):
                 parts["head"] += param.numel()
+            else:  # a new kind of parameter must get a part of its own, not hide in another
+                raise ValueError(f"parameter {name} belongs to no part of the breakdown")
         return parts
 
     def breakdown_table(self) -> str:

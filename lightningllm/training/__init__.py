@@ -1,7 +1,8 @@
-"""Training: the LightningModule around GPT and its callbacks."""
+"""Training: the LightningModule around GPT and the generic callbacks (evaluation, monitoring, prediction)."""
 
-from lightningllm.training.callbacks import PredictionWriter, SampleGenerations
+from lightningllm.training.evaluation import TaskEval
 from lightningllm.training.module import LitGPT
-from lightningllm.training.reasoning_eval import ReasoningEval, evaluate_reasoning
+from lightningllm.training.monitoring import SampleGenerations
+from lightningllm.training.prediction import PredictionWriter
 
-__all__ = ["LitGPT", "PredictionWriter", "ReasoningEval", "SampleGenerations", "evaluate_reasoning"]
+__all__ = ["LitGPT", "PredictionWriter", "SampleGenerations", "TaskEval"]

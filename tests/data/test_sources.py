@@ -82,11 +82,13 @@ def test_cleaning_replaces_undecodable_bytes_dedupes_and_drops_empty(tmp_path):
     assert "dropped 1 empty, 1 duplicate" in report.summary()
 
 
-def test_split_is_deterministic_and_roughly_the_fraction():
+def test_split_is_deterministic_and_roughly_the_fractions():
     docs = [f"document number {i}" for i in range(2000)]
-    splits = [split_of_document(d, 0.1) for d in docs]
-    assert splits == [split_of_document(d, 0.1) for d in docs]
-    assert 150 < splits.count("val") < 250
+    splits = [split_of_document(d, 0.1, 0.05) for d in docs]
+    assert splits == [split_of_document(d, 0.1, 0.05) for d in docs]
+    assert 150 < splits.count("val") < 250 and 50 < splits.count("test") < 150
+    two_way = [split_of_document(d, 0.1) for d in docs]  # no test fraction: the same validation documents
+    assert "test" not in two_way and [s == "val" for s in two_way] == [s == "val" for s in splits]
 
 
 def test_a_large_file_is_streamed_in_chunks_and_cleans_exactly_like_a_small_one(tmp_path, monkeypatch):
@@ -95,12 +97,11 @@ def test_a_large_file_is_streamed_in_chunks_and_cleans_exactly_like_a_small_one(
     (tmp_path / "big.txt").write_bytes(unit * 500)
     whole = unicodedata.normalize("NFC", (unit * 500).decode("utf-8", errors="replace"))
     monkeypatch.setattr(sources, "READ_CHUNK_BYTES", 7)  # tiny chunks: every kind of boundary is hit
-    chunks = list(sources._normalized_chunks(tmp_path / "big.txt"))
-    assert len(chunks) > 100 and "".join(chunks) == whole
     report = CleaningReport()
     (doc,) = iter_documents([tmp_path / "big.txt"], "text", report)
     assert doc.reread is not None and doc.segments == []  # not held in memory: re-read when written
-    assert "".join(doc.text_chunks()) == whole
+    chunks = list(doc.text_chunks())
+    assert len(chunks) > 100 and "".join(chunks) == whole
     assert report.undecodable_bytes_replaced == 500 and report.bytes_kept == len(whole.encode())
     monkeypatch.undo()
     (small,) = iter_documents([tmp_path / "big.txt"], "text", CleaningReport())

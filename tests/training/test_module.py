@@ -1,4 +1,5 @@
-"""LitGPT on its own: checkpoints across torch.compile, and the optimizer and LR schedule it configures."""
+"""LitGPT on its own: the model it builds from the data contract, checkpoints across torch.compile, and the
+optimizer and LR schedule it configures."""
 
 from unittest.mock import Mock
 
@@ -7,16 +8,49 @@ import pytest
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
+from lightningllm.data import Tokenizer
+from lightningllm.data.contract import TokenDataModule
 from lightningllm.model import GPTConfig, Muon, lr_at
 from lightningllm.training import LitGPT
 
 
-def built(**kwargs) -> LitGPT:
-    """A LitGPT whose GPT exists (as after ``setup``), compiled when ``compile=True`` (lazily: nothing runs)."""
-    module = LitGPT(GPTConfig.from_name("debug"), **kwargs)
-    module._build(module.config)
+class Blocks(TokenDataModule):
+    """The smallest data module that declares the contract: a tokenizer and a block size."""
+
+    def __init__(self, block_size: int = 16):
+        super().__init__()
+        self.block_size = block_size
+        self.tokenizer = Tokenizer.train(["abcdefghij 0123456789"], kind="char")
+
+    def train_dataloader(self):
+        blocks = torch.randint(0, self.tokenizer.vocab_size, (8, self.block_size + 1))
+        return torch.utils.data.DataLoader(blocks, batch_size=4)
+
+
+def built(config: GPTConfig | None = None, data: TokenDataModule | None = None, steps: int = 10, **kwargs) -> LitGPT:
+    """A LitGPT built from ``data`` (as ``setup`` does), attached to a ``max_steps=steps`` trainer (lazily compiled)."""
+    module = LitGPT(config or GPTConfig.from_name("debug"), **kwargs)
+    module.build(data)
     module.configure_model()
+    module.trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     return module
+
+
+def test_the_vocabulary_comes_from_the_data_modules_tokenizer_when_unset():
+    data = Blocks()
+    module = built(GPTConfig.from_name("debug", vocab_size=None), data)
+    assert module.model.config.vocab_size == data.tokenizer.vocab_size
+    assert module.model.wte.num_embeddings == 64  # padded up to padding_multiple
+    assert module.tokenizer is data.tokenizer and module.hparams.config["vocab_size"] == data.tokenizer.vocab_size
+
+
+def test_a_vocabulary_smaller_than_the_tokenizer_or_a_longer_data_block_is_refused():
+    with pytest.raises(ValueError, match="model.config.vocab_size 8 is smaller than the data's tokenizer"):
+        built(GPTConfig.from_name("debug", vocab_size=8), Blocks())
+    with pytest.raises(ValueError, match=r"data.block_size \(64\) is longer than model.config.block_size \(32\)"):
+        built(GPTConfig.from_name("debug", vocab_size=None), Blocks(block_size=64))
+    with pytest.raises(ValueError, match="model.config.vocab_size is not set and the data module has no tokenizer"):
+        built(GPTConfig.from_name("debug", vocab_size=None))
 
 
 def save(module: LitGPT, path) -> None:
@@ -33,15 +67,15 @@ def save(module: LitGPT, path) -> None:
 @pytest.mark.parametrize("saved_compiled, loaded_compiled", [(True, False), (False, True), (True, True)])
 def test_checkpoints_load_across_torch_compile(tmp_path, saved_compiled, loaded_compiled):
     source = built(compile=saved_compiled)
-    assert hasattr(source.model, "_orig_mod") == saved_compiled
     save(source, tmp_path / "model.ckpt")
     keys = torch.load(tmp_path / "model.ckpt", weights_only=True)["state_dict"].keys()
     assert not any("_orig_mod." in k for k in keys)  # the file is the same either way
 
     loaded = LitGPT.load_from_checkpoint(tmp_path / "model.ckpt", compile=loaded_compiled)  # strict loading
-    assert hasattr(loaded.model, "_orig_mod") == loaded_compiled
-    expected = getattr(source.model, "_orig_mod", source.model).state_dict()
-    got = getattr(loaded.model, "_orig_mod", loaded.model).state_dict()
+    loaded.configure_model()
+    idx = torch.randint(0, 128, (2, 8))
+    torch.testing.assert_close(loaded(idx), source(idx), rtol=1e-5, atol=1e-5)  # through the compiled call, if any
+    expected, got = source.model.state_dict(), loaded.model.state_dict()
     assert expected.keys() == got.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, msg=name)
@@ -52,8 +86,7 @@ def test_checkpoints_load_across_torch_compile(tmp_path, saved_compiled, loaded_
 
 def optimizer_and_lrs(steps: int = 110, **kwargs) -> tuple[LitGPT, torch.optim.Optimizer, list[float]]:
     """Configure the module's optimizer and scheduler for a ``max_steps=steps`` run; the LR at each step."""
-    module = built(**kwargs)
-    module.trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module = built(steps=steps, **kwargs)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert config["lr_scheduler"]["interval"] == "step"
@@ -80,14 +113,27 @@ def test_schedule_through_the_modules_scheduler(schedule):
 
 
 def test_train_minutes_decays_over_the_wall_clock_budget():
-    module = built(learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, train_minutes=2.0)
-    module.trainer = L.Trainer(max_steps=1000, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module = built(steps=1000, learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, train_minutes=2.0)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    module._train_seconds = 60.0  # half the budget spent, whatever the step
+    module.clock.seconds = 60.0  # half the budget spent, whatever the step
     optimizer.step()
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 + 0.5 * 9e-4)
+
+
+def test_with_max_steps_and_train_minutes_the_schedule_follows_the_nearer_end():
+    module = built(steps=100, learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, train_minutes=2.0)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    for _ in range(50):  # half the steps, no time spent: the step budget is nearer its end
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 + 0.5 * 9e-4)
+    module.clock.seconds = 108.0  # 90% of the time budget: now the clock is nearer
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr_at(0, 1e-3, 0, 1, 1e-4, progress=0.9))
 
 
 def test_adamw_gets_betas_eps_and_decays_matmul_weights_only():
@@ -120,7 +166,6 @@ def test_muon_option_steps_block_matrices_with_muon_on_the_same_schedule():
 
 def test_muon_is_refused_under_a_sharding_strategy(monkeypatch):
     module = built(optimizer="muon")
-    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     # Lightning's FSDP needs a GPU to construct; the guard only asks what kind of strategy runs.
     monkeypatch.setattr(L.Trainer, "strategy", property(lambda self: Mock(spec=FSDPStrategy)))
     with pytest.raises(ValueError, match="model.optimizer=muon needs whole weight matrices"):
@@ -129,7 +174,6 @@ def test_muon_is_refused_under_a_sharding_strategy(monkeypatch):
 
 def test_optimizer_covers_every_parameter_once_when_compiled():
     module = built(compile=True)
-    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     groups = module.configure_optimizers()["optimizer"].param_groups
     params = [p for g in groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(module.parameters()))

@@ -10,11 +10,11 @@ import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from lightningllm.data.reasoning import ReasoningCorpus
+from lightningllm.data.contract import TokenDataModule
 from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, GPTConfig
+from lightningllm.model import GPTConfig
 from lightningllm.training import LitGPT, SampleGenerations
-from lightningllm.training.callbacks import log_hyperparameters
+from lightningllm.training.monitoring import log_hyperparameters
 
 
 def read_events(log_dir: Path):
@@ -97,7 +97,7 @@ def test_grad_norm_is_unscaled_under_16_mixed():
 def tiny_module() -> LitGPT:
     tokenizer = Tokenizer.train(["The quick brown fox jumps over the lazy dog. Q: A: 0123456789\n"], kind="char")
     module = LitGPT(GPTConfig.from_name("debug", vocab_size=64))
-    module.model = GPT(module.config)
+    module.build()
     module.tokenizer = tokenizer
     return module.train()
 
@@ -115,12 +115,17 @@ def test_samples_are_reproducible_and_leave_the_training_rng_and_mode_alone(tiny
     assert other_seed.samples(tiny_module) != first[:1]  # the seed is what makes them repeat
 
 
-def test_default_prompts_are_held_out_problems_on_the_reasoning_corpus():
-    corpus = ReasoningCorpus(num_train=10, num_val=10, num_test=10)
-    callback = SampleGenerations(num_problems=2)
-    prompts = callback.default_prompts(SimpleNamespace(problems=corpus.problems))
-    assert prompts == [p.prompt for p in corpus.problems("val")[:2]]
-    assert callback.default_prompts(object()) == ["The"]
+class Questions(TokenDataModule):
+    def sample_prompts(self, count: int) -> list[str]:
+        return [f"Q{i}:" for i in range(count)]
+
+
+def test_default_prompts_are_the_data_modules_sample_prompts():
+    callback = SampleGenerations(num_prompts=3)
+    assert callback.default_prompts(Questions()) == ["Q0:", "Q1:", "Q2:"]
+    assert callback.default_prompts(TokenDataModule()) == ["The"]  # the contract's default
+    assert callback.default_prompts(L.LightningDataModule()) == ["The"]  # a data module outside the contract
+    assert callback.default_prompts(None) == ["The"]
 
 
 def test_samples_are_logged_as_tensorboard_text_every_n_validations_on_rank_zero(tiny_module, tmp_path):

@@ -5,8 +5,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightningllm.data import DataError, ReasoningDataModule
+from lightningllm.data import DataError
 from lightningllm.model import GPTConfig
+from lightningllm.tasks.reasoning import ReasoningDataModule
 from lightningllm.training import LitGPT
 
 
@@ -27,7 +28,7 @@ def fit(
     L.seed_everything(0)
     args = dict(num_train=1000, num_val=30, num_test=30, block_size=48, batch_size=4, tokenizer_kind="bpe")
     data = ReasoningDataModule(**(args | {"vocab_size": 320, "cache_dir": str(tmp_path / "cache")} | data_args))
-    module = LitGPT(GPTConfig.from_name("debug", block_size=48), warmup_steps=3, optimizer=optimizer)
+    module = LitGPT(GPTConfig.from_name("debug", vocab_size=None, block_size=48), warmup_steps=3, optimizer=optimizer)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / checkpoints, save_last=True)]
     callbacks += [StopAt(stop)] if stop else []
     trainer = L.Trainer(

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightningllm.checkpoint import export_checkpoint
 from lightningllm.data import TextDataModule
-from lightningllm.export import export_checkpoint
 from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig
 from lightningllm.training import LitGPT
 

@@ -11,7 +11,9 @@ digit and outgoing carry (``7+5+0=2c1``). Restating the digits splits every colu
 and a one-digit sum, which a small char-level GPT learns several times faster than the bare
 result (benchmarks/reasoning_recipe.py compares the styles). The train/val/test split of a
 problem is a hash of its numbers and operations, so no test number sequence is ever seen in
-training, whatever the name, object or phrasing around it.
+training, whatever the name, object or phrasing around it. ``ReasoningCorpus`` is a ``Corpus``
+(``lightningllm.data.prepare``): one document per problem, the question read as context and
+only the completion trained on (``answer_loss_only``), in generation order.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from lightningllm.data.instruct import Segment
+    from lightningllm.data.sources import CleaningReport
 
 Working = Literal["plain", "reversed", "digits"]
+Curriculum = Literal["none", "staged"]
 Split = Literal["train", "val", "test"]
 WORKING_STYLES: tuple[str, ...] = ("plain", "reversed", "digits")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -177,7 +184,12 @@ class ReasoningCorpus:
             ``stages[0]`` of it holds only 1-step problems, up to ``stages[1]`` at most 2 steps,
             then the full mix. ``"none"`` mixes step counts throughout.
         stages: the stream fractions where 2- and then 3-step problems are let in.
+        answer_loss_only: as training documents, a problem's question is context (read, not
+            trained on) and only its completion is trained on; off trains on the whole text.
     """
+
+    name = "reasoning"
+    """Prefix of the prepared corpus folder."""
 
     def __init__(
         self,
@@ -188,8 +200,9 @@ class ReasoningCorpus:
         num_val: int = 300,
         num_test: int = 300,
         step_mix: Sequence[float] = (1.0, 1.0, 1.0),
-        curriculum: Literal["none", "staged"] = "staged",
+        curriculum: Curriculum = "staged",
         stages: tuple[float, float] = (0.2, 0.4),
+        answer_loss_only: bool = True,
     ):
         if working not in WORKING_STYLES:
             raise ValueError(f"ReasoningCorpus: working must be one of {WORKING_STYLES}, got {working!r}")
@@ -198,9 +211,42 @@ class ReasoningCorpus:
         if curriculum not in ("none", "staged"):
             raise ValueError(f"ReasoningCorpus: curriculum must be 'none' or 'staged', got {curriculum!r}")
         self.seed, self.working, self.step_mix = seed, working, tuple(step_mix)
-        self.curriculum, self.stages = curriculum, stages
+        self.curriculum, self.stages, self.answer_loss_only = curriculum, stages, answer_loss_only
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self._cache: dict[str, list[Problem]] = {}
+
+    # --- the Corpus interface of lightningllm.data.prepare ---------------------------------
+    def fingerprint(self) -> dict:
+        """The settings, and a hash of this file: any change to the generator changes the corpus."""
+        code = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+        return {
+            "answer_loss_only": self.answer_loss_only,
+            "seed": self.seed,
+            "working": self.working,
+            "sizes": [self.sizes[split] for split in SPLITS],
+            "step_mix": list(self.step_mix),
+            "curriculum": self.curriculum,
+            "stages": list(self.stages),
+            "generator": code,
+        }
+
+    def size_bytes(self) -> int:
+        """0: generated, and small, so the tokenizer trains on all of it."""
+        return 0
+
+    def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
+        """Every problem of every split as one document ending with EOS, in generation order."""
+        for split in SPLITS:
+            for problem in self.problems(split):
+                prompt, completion = problem.prompt, problem.completion  # properties build the text
+                report.documents_read += 1
+                report.documents_kept += 1
+                report.bytes_kept += len(prompt) + len(completion)
+                if self.answer_loss_only:
+                    yield split, [(prompt, False), (completion, True)], True
+                else:
+                    yield split, [(prompt + completion, True)], True
+        report.bytes_read = report.bytes_kept
 
     def problems(self, split: str) -> list[Problem]:
         """The problems of ``split`` (``train`` in curriculum order when the curriculum is on)."""
@@ -265,23 +311,3 @@ def parse_answer(text: str) -> int | None:
         return None
     match = _ANSWER.match(text, marks[-1])  # only the last one counts, even if malformed
     return int(match.group(1)) if match else None
-
-
-def exact_match_by_steps(problems: Sequence[Problem], completions: Sequence[str]) -> dict[str, float | int]:
-    """Exact-match accuracy of parsed answers per step count (``"1"``, ``"2"``, ``"3"``) and ``"all"``.
-
-    Counts come along as ``"n_1"``, ..., ``"n_all"`` and the correct ones as ``"correct_all"``.
-    """
-    if len(problems) != len(completions):
-        raise ValueError(f"got {len(problems)} problems but {len(completions)} completions")
-    hits: dict[str, list[int]] = {}
-    for p, text in zip(problems, completions, strict=True):
-        ok = int(parse_answer(text) == p.answer)
-        for key in (str(p.num_steps), "all"):
-            hits.setdefault(key, []).append(ok)
-    out: dict[str, float | int] = {}
-    for key in sorted(hits, key=lambda k: (k == "all", k)):
-        out[key] = sum(hits[key]) / len(hits[key])
-        out[f"n_{key}"] = len(hits[key])
-    out["correct_all"] = sum(hits.get("all", []))
-    return out

@@ -7,14 +7,13 @@ import re
 
 import pytest
 
-from lightningllm.data.reasoning import (
+from lightningllm.tasks.reasoning.corpus import (
     NAMES,
     OBJECTS,
     PHRASES,
     WORKING_STYLES,
     Problem,
     ReasoningCorpus,
-    exact_match_by_steps,
     export_jsonl,
     parse_answer,
     split_of,
@@ -172,20 +171,25 @@ def test_parse_answer(text, expected):
     assert parse_answer(text) == expected
 
 
-def test_exact_match_by_steps_counts_per_step_count():
-    make = lambda start, steps: Problem("Mia", "She", "apples", start, steps, "q")
-    problems = [make(1, (("+", 1),)), make(5, (("-", 2),)), make(1, (("+", 1), ("+", 1)))]
-    result = exact_match_by_steps(problems, ["Answer: 2", "Answer: 4", "Answer: 3"])
-    assert result["1"] == 0.5 and result["n_1"] == 2
-    assert result["2"] == 1.0 and result["n_2"] == 1
-    assert result["all"] == pytest.approx(2 / 3) and result["correct_all"] == 2
-    with pytest.raises(ValueError):
-        exact_match_by_steps(problems, ["Answer: 2"])
-
-
 def test_jsonl_export_round_trips(tmp_path, corpus):
     problems = corpus.problems("test")[:20]
     path = tmp_path / "test.jsonl"
     export_jsonl(problems, path)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows == [{"prompt": p.prompt, "answer": p.answer, "steps": p.num_steps} for p in problems]
+
+
+def test_as_a_corpus_every_split_is_written_with_the_question_as_context():
+    from lightningllm.data.sources import CleaningReport
+
+    corpus = ReasoningCorpus(seed=2, num_train=20, num_val=6, num_test=3)
+    report = CleaningReport()
+    documents = list(corpus.documents(report))
+    assert [split for split, _, _ in documents] == ["train"] * 20 + ["val"] * 6 + ["test"] * 3
+    problems = [p for split in ("train", "val", "test") for p in corpus.problems(split)]
+    for (_, segments, eos), p in zip(documents, problems, strict=True):
+        assert segments == [(p.prompt, False), (p.completion, True)] and eos
+    assert report.documents_kept == 29 and report.bytes_kept == sum(len(p.text) for p in problems)
+    whole = ReasoningCorpus(seed=2, num_train=20, answer_loss_only=False)
+    assert next(iter(whole.documents(CleaningReport())))[1] == [(whole.problems("train")[0].text, True)]
+    assert whole.fingerprint() != corpus.fingerprint() and corpus.size_bytes() == 0

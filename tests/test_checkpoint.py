@@ -1,4 +1,4 @@
-"""``lightningllm export`` and ``--model.init_from``: checkpoint → portable folder → plain PyTorch, or more training."""
+"""Checkpoints and exports: what a checkpoint holds, ``lightningllm export``, and ``--model.init_from``."""
 
 import json
 import subprocess
@@ -11,10 +11,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors import safe_open
 
+from lightningllm.checkpoint import EXPORT_FILES, load_checkpoint
 from lightningllm.cli import build_cli, main
-from lightningllm.data import ReasoningDataModule, Tokenizer
-from lightningllm.export import EXPORT_FILES
+from lightningllm.data import Tokenizer
 from lightningllm.model import GPT, GPTConfig, generate
+from lightningllm.tasks.reasoning import ReasoningDataModule
 from lightningllm.training import LitGPT
 from tests.conftest import CONFIGS, REPO, run_cli
 
@@ -22,7 +23,7 @@ DEBUG = str(CONFIGS / "debug.yaml")
 # debug.yaml's data settings, so a CLI run in the same folder reuses the prepared shards and tokenizer.
 DEBUG_DATA = dict(tokenizer_kind="bpe", vocab_size=384, num_train=2000, num_val=60, num_test=30, block_size=64)
 # A shape unlike debug.yaml's model (n_embd 32, rope, block 384): init_from must take the export's.
-EXPORT_SHAPE = dict(n_layer=2, n_head=3, n_embd=48, block_size=96, pos_emb="learned")
+EXPORT_SHAPE = dict(vocab_size=None, n_layer=2, n_head=3, n_embd=48, block_size=96, pos_emb="learned")
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +55,20 @@ def exported(checkpoint, workdir) -> Path:
     return out
 
 
+def test_a_checkpoint_keeps_the_shape_once_as_its_only_hyperparameter(checkpoint):
+    stored = torch.load(checkpoint, weights_only=True)
+    assert list(stored["hyper_parameters"]) == ["config"]  # sampling and training settings stay the command line's
+    assert stored["hyper_parameters"]["config"]["n_embd"] == EXPORT_SHAPE["n_embd"]
+    assert "gpt_config" not in stored and not any("_orig_mod" in key for key in stored["state_dict"])
+    model, tokenizer = load_checkpoint(checkpoint)
+    assert model.config.vocab_size == tokenizer.vocab_size  # taken from the data's tokenizer
+
+
 def test_export_writes_config_weights_and_tokenizer_only(exported, checkpoint):
     assert sorted(p.name for p in exported.iterdir()) == sorted(EXPORT_FILES)
     assert [p.name for p in exported.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
     stored = torch.load(checkpoint, weights_only=True)
-    assert json.loads((exported / "config.json").read_text()) == stored["gpt_config"]
+    assert json.loads((exported / "config.json").read_text()) == stored["hyper_parameters"]["config"]
     assert Tokenizer.from_file(exported).to_str() == stored["tokenizer"]
     with safe_open(str(exported / "model.safetensors"), "pt") as weights:
         names = set(weights.keys())

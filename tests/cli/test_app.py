@@ -1,4 +1,4 @@
-"""The ``lightningllm`` command end to end: fit, test, predict from a checkpoint, configs, bad input."""
+"""The ``lightningllm`` command end to end: fit, test, predict from a checkpoint, run folders, configs, bad input."""
 
 import json
 from pathlib import Path
@@ -34,7 +34,7 @@ def test_fit_fast_dev_run(tmp_path):
 def test_fit_writes_checkpoint_and_tensorboard_logs(trained_run):
     assert last_checkpoint(trained_run).is_file()
     assert (last_checkpoint(trained_run).parent / "best.ckpt").is_file()  # the best by val/loss
-    (events,) = (trained_run / "logs" / "debug").rglob("events.out.tfevents.*")
+    (events,) = (trained_run / "logs" / "debug" / "version_0").glob("events.out.tfevents.*")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -51,7 +51,7 @@ def test_fit_writes_checkpoint_and_tensorboard_logs(trained_run):
     content = accumulator.PluginTagToContent("hparams")
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     values = {k: v.number_value or v.string_value for k, v in hparams.session_start_info.hparams.items()}
-    assert values["config/vocab_size"] == 384  # from the tokenizer, not the 50304 placeholder
+    assert values["config/vocab_size"] == 384  # the tokenizer's size: the config left it unset
     assert values["config/n_layer"] == 2 and values["learning_rate"] == 3e-3
     assert values["data/class"] == "ReasoningDataModule" and values["data/num_train"] == 2000
     assert values["trainer/precision"] == "32-true" and values["trainer/seed"] == 1337
@@ -93,7 +93,7 @@ def test_predict_chat_prompts_take_data_options_after_the_shortcuts(trained_run,
 def test_test_subcommand_reports_exact_match(trained_run):
     result = run_cli("test", "--config", DEBUG, "--ckpt_path", str(last_checkpoint(trained_run)), cwd=trained_run)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "held-out test split (30 problems): exact match" in result.stdout
+    assert "held-out test split (30 examples): exact match" in result.stdout
     assert "test/loss" in result.stdout
 
 
@@ -127,8 +127,11 @@ def test_every_config_parses(config, monkeypatch):
 
     monkeypatch.setattr("sys.argv", ["lightningllm"])  # pytest's own arguments are not the CLI's
     cli = build_cli(["--config", str(config)], run=False)
-    assert cli.model.config.n_layer >= 1
-    assert cli.datamodule is not None
+    assert cli.model.config.vocab_size is None  # no placeholder: the data module's tokenizer sets it
+    root = Path(cli.trainer.default_root_dir)
+    assert root == Path("logs") / config.stem  # every config's run folder is named after it
+    assert [Path(cb.dirpath) for cb in cli.trainer.checkpoint_callbacks] == [Path.cwd() / root / "checkpoints"]
+    assert Path(cli.trainer.logger.log_dir).parent == Path(root)
 
 
 def test_missing_corpus_is_a_one_line_error(tmp_path):
@@ -179,3 +182,76 @@ def test_a_value_a_class_refuses_is_one_line_naming_the_field(tmp_path, option, 
     )
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr and "Union subtypes" not in result.stderr
+
+
+def test_validate_and_test_need_only_the_checkpoint(trained_run, tmp_path):
+    """The checkpoint records the run's config: data, task callbacks and all."""
+    checkpoint = str(last_checkpoint(trained_run))
+    tested = run_cli(
+        "test", "--ckpt_path", checkpoint, "--trainer.default_root_dir", str(tmp_path / "t"), cwd=trained_run
+    )
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "held-out test split (30 examples): exact match" in tested.stdout
+    validated = run_cli("validate", "--ckpt_path", checkpoint, cwd=trained_run)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert "val/loss" in validated.stdout and "val/exact_match" in validated.stdout
+
+
+def test_a_checkpoint_without_its_run_config_says_what_to_add(tmp_path):
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": {"n_layer": 1}}}, plain)
+    result = run_cli("test", "--ckpt_path", str(plain), cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: checkpoint {plain} does not record the data") and "add --config CONFIG" in line
+
+
+def test_default_root_dir_holds_the_runs_logs_and_checkpoints(tmp_path):
+    run_dir = tmp_path / "runs" / "mine"
+    result = run_cli(
+        "fit", "--config", DEBUG, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+        f"--trainer.default_root_dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (
+        list((run_dir / "version_0").glob("events.out.tfevents.*"))
+        and (run_dir / "version_0" / "config.yaml").is_file()
+    )
+    assert not (tmp_path / "logs").exists()  # nothing went to the config's own folder
+
+
+def test_a_new_fit_keeps_the_earlier_runs_checkpoints(tmp_path):
+    args = ("fit", "--config", DEBUG, "--trainer.max_steps=2", "--trainer.val_check_interval=2")
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoints = tmp_path / "logs" / "debug" / "checkpoints"
+    earlier = (checkpoints / "last.ckpt").read_bytes()
+    second = run_cli(*args, "--seed_everything=7", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    kept = tmp_path / "logs" / "debug" / "checkpoints.1"
+    assert f"moved the earlier run's checkpoints from {checkpoints} to {kept}" in second.stdout
+    assert (kept / "last.ckpt").read_bytes() == earlier
+    assert (checkpoints / "last.ckpt").read_bytes() != earlier  # the new run's own
+    resumed = run_cli(*args, "--trainer.max_steps=3", "--ckpt_path", str(checkpoints / "last.ckpt"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (tmp_path / "logs" / "debug" / "checkpoints.2").exists()  # resuming moves nothing
+
+
+def test_predict_writes_no_log_folders(trained_run, tmp_path):
+    result = run_cli(
+        "predict", "--ckpt_path", str(last_checkpoint(trained_run)), "--prompt", "Q: Ava has 3 keys.\\nA:",
+        "--model.max_new_tokens", "2", "--output", "out.jsonl", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_ddp_spawn_trains_from_the_command_line_on_two_cpu_processes(tmp_path):
+    result = run_cli(
+        "fit", "--config", DEBUG, "--trainer.strategy=ddp_spawn", "--trainer.accelerator=cpu", "--trainer.devices=2",
+        "--trainer.max_steps=3", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parameters" in result.stdout
+    assert (tmp_path / "logs" / "debug" / "checkpoints" / "last.ckpt").is_file()

@@ -1,48 +1,23 @@
-"""Callbacks and run monitoring: the JSONL prediction writer used by ``lightningllm predict``, sample
-generations logged to TensorBoard during training, and the run's hyperparameters for TensorBoard's HParams tab.
+"""Run monitoring: text samples in TensorBoard during training, and the run's hyperparameters for its HParams tab.
+
+``SampleGenerations`` continues a few prompts at every n-th validation and logs the text.
+``log_run_hyperparameters`` records what a run trains with (the module's arguments with the
+resolved model shape, the data module's arguments, the trainer's settings) in every logger.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightningllm.data.contract import TokenDataModule
 from lightningllm.model import generate
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes each completion as a JSON line (id, prompt, completion, token counts) and prints it."""
-
-    def __init__(self, output: str = "predictions.jsonl", echo: bool = True):
-        """
-        Args:
-            output: JSONL file the completions are written to (overwritten each run).
-            echo: also print each prompt and completion.
-        """
-        super().__init__(write_interval="batch")
-        self.output = Path(output)
-        self.echo = echo
-
-    def on_predict_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.output.write_text("")
-
-    def write_on_batch_end(self, trainer, module, prediction: list[dict], batch_indices, batch: Any, *args) -> None:
-        with self.output.open("a", encoding="utf-8") as handle:
-            for record in prediction:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                if self.echo:
-                    print(f"--- [{record['id']}]\n{record['prompt']}{record['completion']}")
-
-    def on_predict_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        print(f"predict: wrote completions to {self.output}")
 
 
 class SampleGenerations(L.Callback):
@@ -57,7 +32,7 @@ class SampleGenerations(L.Callback):
         self,
         prompts: list[str] | None = None,
         every_n_val: int = 1,
-        num_problems: int = 2,
+        num_prompts: int = 2,
         max_new_tokens: int = 64,
         temperature: float = 0.8,
         top_k: int | None = 50,
@@ -65,10 +40,10 @@ class SampleGenerations(L.Callback):
     ):
         """
         Args:
-            prompts: texts to continue (a literal ``\\n`` becomes a newline). By default the questions of
-                ``num_problems`` held-out problems on the reasoning corpus, else the start of a sentence ("The").
+            prompts: texts to continue (a literal ``\\n`` becomes a newline). By default the data module's
+                ``sample_prompts`` (held-out questions of a task, else the start of a sentence).
             every_n_val: sample on every n-th validation run during fit.
-            num_problems: held-out problems used as default prompts on the reasoning corpus.
+            num_prompts: how many of the data module's sample prompts to continue, when ``prompts`` is not set.
             max_new_tokens: tokens generated per prompt (capped by the model's context).
             temperature: sampling temperature (0 is greedy).
             top_k: sample among the k most likely tokens (None: all).
@@ -78,26 +53,26 @@ class SampleGenerations(L.Callback):
             raise ValueError(f"SampleGenerations.every_n_val must be at least 1, got {every_n_val}")
         self.prompts = [p.replace("\\n", "\n") for p in prompts] if prompts else None
         self.every_n_val = every_n_val
-        self.num_problems = num_problems
+        self.num_prompts = num_prompts
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
         self._val_runs = 0
 
-    def default_prompts(self, datamodule: Any) -> list[str]:
-        """Held-out problems' questions when the data module has them (the reasoning corpus), else "The"."""
-        if hasattr(datamodule, "problems"):
-            problems = datamodule.problems("val")[: self.num_problems]
-            if problems:
-                return [p.prompt for p in problems]
+    def default_prompts(self, datamodule: L.LightningDataModule | None) -> list[str]:
+        """The data module's sample prompts (``TokenDataModule.sample_prompts``), else ``"The"``."""
+        if isinstance(datamodule, TokenDataModule):
+            prompts = datamodule.sample_prompts(self.num_prompts)
+            if prompts:
+                return prompts
         return ["The"]
 
-    def samples(self, module: L.LightningModule, datamodule: Any = None) -> list[tuple[str, str]]:
+    def samples(self, module: L.LightningModule, datamodule: L.LightningDataModule | None = None):
         """(prompt, completion) pairs sampled from the module's current weights."""
         prompts = self.prompts or self.default_prompts(datamodule)
         tokenizer = module.tokenizer
-        gpt = module.gpt  # generate runs eagerly, then restores the mode
+        gpt = module.model  # generate runs eagerly, then restores the mode
         new_tokens = generate(
             gpt,
             [tokenizer.encode(p) for p in prompts],
@@ -111,7 +86,7 @@ class SampleGenerations(L.Callback):
         return [(p, tokenizer.decode(ids)) for p, ids in zip(prompts, new_tokens, strict=True)]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or getattr(module, "tokenizer", None) is None:
+        if trainer.sanity_checking or module.tokenizer is None:
             return
         self._val_runs += 1
         if self._val_runs % self.every_n_val or not trainer.is_global_zero:
@@ -135,19 +110,35 @@ class SampleGenerations(L.Callback):
 # --- hyperparameters for TensorBoard's HParams tab -------------------------------------------
 
 
-def data_arguments(trainer: L.Trainer) -> dict[str, Any]:
-    """The data module's class and arguments: as the ``lightningllm`` command was given them, else its hparams."""
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is None:
-        return {}
-    from lightning.pytorch.cli import SaveConfigCallback
+def init_arguments(obj: Any) -> dict[str, Any]:
+    """``obj``'s ``__init__`` arguments by name, read from its saved ``hparams`` (Lightning's public record)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [n for n, p in inspect.signature(type(obj).__init__).parameters.items() if n != "self" and p.kind in kinds]
+    return {name: obj.hparams[name] for name in names if name in obj.hparams}
 
-    args = dict(datamodule.hparams)
-    for callback in trainer.callbacks:
-        config = getattr(callback, "config", None) if isinstance(callback, SaveConfigCallback) else None
-        if config is not None and config.get("data") is not None:  # the CLI's full config, defaults included
-            args = config.data.as_dict().get("init_args", {})
-    return {"class": type(datamodule).__name__, **{k: v for k, v in args.items() if not k.startswith("_")}}
+
+def run_hyperparameters(trainer: L.Trainer, module: L.LightningModule, num_params: int) -> dict[str, Any]:
+    """What a run trains with: the module's arguments (with the resolved shape), the data module's, the trainer's."""
+    datamodule = trainer.datamodule
+    data = {"class": type(datamodule).__name__, **init_arguments(datamodule)} if datamodule is not None else {}
+    seed = os.environ.get("PL_GLOBAL_SEED")  # documented: seed_everything sets it
+    batch_size, block_size = data.get("batch_size"), data.get("block_size")
+    steps = trainer.accumulate_grad_batches * trainer.world_size
+    return {
+        **init_arguments(module),
+        "num_params": num_params,
+        "data": data,
+        "trainer": {
+            "precision": trainer.precision,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            "gradient_clip_val": trainer.gradient_clip_val,
+            "max_steps": trainer.max_steps,
+            "max_epochs": trainer.max_epochs,
+            "world_size": trainer.world_size,
+            "seed": None if seed is None else int(seed),
+            "tokens_per_step": batch_size * block_size * steps if batch_size and block_size else None,
+        },
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -185,6 +176,6 @@ def log_hyperparameters(trainer: L.Trainer, params: dict[str, Any], metrics: Seq
             logger.log_hyperparams(params)
             continue
         logger.log_hyperparams(params, metrics={})  # hparams.yaml only: an empty dict writes no hp_metric
-        writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams itself does
+        writer = logger.experiment.file_writer  # the SummaryWriter's event file (made when it is created)
         for summary in hparams(_flatten(params), dict.fromkeys(metrics, 0.0)):  # metric values are not written
             writer.add_summary(summary)

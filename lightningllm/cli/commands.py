@@ -1,0 +1,175 @@
+"""The ``lightningllm`` entry point: top-level help, ``export``, and shortcuts expanded into LightningCLI arguments.
+
+``lightningllm fit|validate|test|predict`` run LightningCLI (``lightningllm.cli.app``);
+``predict`` also takes ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and ``--output
+FILE``, and needs only ``--ckpt_path`` (or ``--model.init_from``). ``validate`` and ``test``
+with only ``--ckpt_path`` take the run's config from the checkpoint. ``lightningllm export``
+writes a portable model folder and loads no Lightning. Errors in the user's data, config or
+checkpoint end in one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
+EXPORT_HELP = (
+    "Also: `lightningllm export --ckpt_path X --out DIR` writes a portable model folder (config.json, "
+    "model.safetensors, tokenizer.json) for GPT.from_pretrained and --model.init_from; "
+    "see `lightningllm export --help`."
+)
+
+TOP_LEVEL_HELP = """\
+usage: lightningllm {fit,validate,test,predict,export} [options]
+
+Build and train small GPT-style language models with Lightning.
+
+subcommands:
+  fit        train a model: lightningllm fit --config configs/demo.yaml
+  validate   validation loss (and task score) of a checkpoint: --ckpt_path C
+  test       test metrics of a checkpoint (and its task's held-out score): --ckpt_path C
+  predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl]
+  export     a portable model folder (config.json, model.safetensors, tokenizer.json):
+             lightningllm export --ckpt_path C --out DIR
+
+Every option of a subcommand, with its documentation: lightningllm SUBCOMMAND --help.
+Configs (commented YAML) live in configs/; `lightningllm fit --config X --print_config` prints
+a complete, re-runnable config. A run's logs and checkpoints go under --trainer.default_root_dir.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(TOP_LEVEL_HELP, end="")  # without importing Lightning: answers in a fraction of a second
+        return
+    try:
+        if argv[:1] == ["export"]:
+            export(argv[1:])
+            return
+        argv, predict_output = expand_predict_shortcuts(argv)
+        argv = config_from_checkpoint(argv, given_checkpoint(argv))
+        from lightningllm.cli.app import run
+
+        run(argv, predict_output)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        if os.environ.get("LIGHTNINGLLM_DEBUG"):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of the error that started it all: jsonargparse wraps a class's own ``ValueError``
+    (say, a data module refusing ``vocab_size``) in "Does not validate against any of the Union subtypes"."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``--name V`` or ``--name=V`` in ``argv`` (the last one), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
+    """Turn ``--prompt X --prompt_file F --output O`` into the data-module arguments they stand for."""
+    if not argv or argv[0] != "predict":
+        return argv, None
+    prompts, prompt_file, output, rest = [], None, None, []
+    i = 0
+    while i < len(argv):
+        arg, value = argv[i], None
+        name = arg.split("=", 1)[0]
+        if name in PREDICT_SHORTCUTS:
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise ValueError(f"{name} needs a value")
+            if name == "--prompt":
+                prompts.append(value)
+            elif name == "--prompt_file":
+                prompt_file = value
+            else:
+                output = value
+        else:
+            rest.append(arg)
+        i += 1
+    if prompts or prompt_file:
+        data = ["--data=lightningllm.data.PromptDataModule", f"--data.prompts={json.dumps(prompts)}"]
+        if prompt_file:
+            data.append(f"--data.prompt_file={prompt_file}")
+        # Before any --data.* option the user gave (e.g. --data.chat true), which needs the class set first.
+        at = next((i for i, arg in enumerate(rest) if arg.startswith("--data.")), len(rest))
+        rest[at:at] = data
+    return rest, output
+
+
+def given_checkpoint(argv: list[str]) -> dict | None:
+    """The checkpoint named by ``--ckpt_path`` (a file; not Lightning's ``last``/``best``), read safely.
+
+    Read here, memory-mapped, so that a missing, corrupt or foreign file is one clear line before
+    LightningCLI reads the checkpoint's hyperparameters itself.
+    """
+    ckpt_path = _option(argv, "--ckpt_path")
+    if ckpt_path in (None, "last", "best", "hpc", "registry") or any(a in ("-h", "--help") for a in argv):
+        return None
+    from lightningllm.checkpoint import read_checkpoint
+
+    return read_checkpoint(ckpt_path)
+
+
+def config_from_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:
+    """``validate``/``test --ckpt_path C`` without ``--config`` or ``--data``: the run's config, from C.
+
+    The ``lightningllm`` command stores the config of the run in every checkpoint it writes; the
+    weights come from the checkpoint, so ``model.init_from`` is dropped.
+    """
+    given = {arg.split("=", 1)[0] for arg in argv}
+    if argv[:1] not in (["validate"], ["test"]) or checkpoint is None or "--config" in given or "--data" in given:
+        return argv
+    from lightningllm.checkpoint import RUN_CONFIG_KEY
+
+    ckpt_path = _option(argv, "--ckpt_path")
+    stored = checkpoint.get(RUN_CONFIG_KEY)
+    if stored is None:
+        raise ValueError(
+            f"checkpoint {ckpt_path} does not record the data it was trained on (it was not written by `lightningllm "
+            "fit`): add --config CONFIG (the one it was trained with), or --data CLASS and its --data.* options"
+        )
+    return [argv[0], f"--config={stored}", "--model.init_from=null", *argv[1:]]
+
+
+def export(argv: list[str]) -> None:
+    """``lightningllm export``: a checkpoint → config.json, model.safetensors and tokenizer.json in one folder."""
+    parser = argparse.ArgumentParser(
+        prog="lightningllm export",
+        description="Write a portable model folder (config.json, model.safetensors, tokenizer.json; no pickle) "
+        "that GPT.from_pretrained(DIR) loads without Lightning and `fit --model.init_from DIR` trains on from.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `lightningllm fit`")
+    parser.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export to replace)")
+    args = parser.parse_args(argv)
+    from lightningllm.checkpoint import EXPORT_FILES, export_checkpoint
+
+    out = export_checkpoint(args.ckpt_path, args.out)
+    files = ", ".join(name for name in EXPORT_FILES if (out / name).is_file())
+    print(f"exported {args.ckpt_path} to {out}/ ({files})")
+    if not (out / "tokenizer.json").is_file():
+        print("note: the checkpoint holds no tokenizer (its data module had none), so neither does the export")

@@ -1,0 +1,187 @@
+"""Preparing a corpus: its documents → a tokenizer → litdata token shards per split, cached in one folder.
+
+Any corpus that implements the small ``Corpus`` protocol is prepared the same way: the user's
+text files (``lightningllm.data.text``) as much as a task's generated corpus. ``prepare_corpus``
+reads the documents once, writing each to the pieces of its split (``train``, ``val``,
+``test``) while it gathers what the tokenizer trains on: for BPE a deterministic hash sample of
+the training text, bounded in size; for a character vocabulary every character of every split,
+so held-out text never turns into ``<|unk|>``. It then trains the tokenizer (or loads the given
+file), tokenizes each split into shards in worker processes and writes ``report.json``. The
+folder is built aside and renamed into place only when complete (``lightningllm.atomic``), and
+the global RNGs are left as they were, so a first run and a cached run with the same seed
+initialize the same model. ``corpus_dir`` names the folder by a fingerprint of the corpus and
+tokenizer settings: the same settings reuse it without tokenizing again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lightningllm.atomic import atomic_directory
+from lightningllm.data.instruct import Segment
+from lightningllm.data.shards import COMPLETE_MARKER, PieceWriter, count_tokens, fingerprint, is_prepared, write_shards
+from lightningllm.data.sources import CleaningReport, DataError, fingerprint_files, in_sample
+from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FORMAT_VERSION = 4
+"""Part of every fingerprint: raised when the prepared format changes, so old caches are rebuilt."""
+
+
+class Corpus(Protocol):
+    """What ``prepare_corpus`` reads: documents, already assigned to splits, and what identifies them."""
+
+    name: str
+    """Prefix of the prepared folder's name (``text``, a task's name)."""
+
+    def fingerprint(self) -> dict:
+        """JSON-serializable settings and source fingerprints: any change to the documents changes it."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Raw size of the sources, read before the documents to set the tokenizer's sampling rate;
+        0 for a generated corpus, whose training text the tokenizer then trains on in full."""
+        ...
+
+    def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
+        """Yield ``(split, segments, ends_with_eos)`` per document, ``split`` one of ``train``, ``val``,
+        ``test``; a segment is ``(text, trained)``, and context (``trained=False``) is read but not
+        trained on. Counts what was read and kept in ``report``; an empty ``test`` split is allowed."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How a prepared corpus gets its tokenizer: trained on it, or loaded from ``path``."""
+
+    kind: TokenizerKind = "bpe"
+    """``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character)."""
+    vocab_size: int = 4096
+    """BPE vocabulary size (ignored for ``char``)."""
+    path: str | None = None
+    """A ``tokenizer.json`` to use instead of training one."""
+    train_bytes: int = 64_000_000
+    """BPE trains on a hash sample of about this much training text (all of it when less)."""
+
+    def fingerprint(self) -> list:
+        """The settings, and the given file's path, size and mtime: any change re-prepares the corpus."""
+        tokenizer_file = fingerprint_files([Path(self.path)]) if self.path else None
+        return [self.kind, self.vocab_size, tokenizer_file, self.train_bytes]
+
+
+def corpus_dir(corpus: Corpus, tokenizer: TokenizerSpec, cache_dir: str | Path) -> Path:
+    """The folder ``<cache_dir>/<name>-<fingerprint>`` that holds ``corpus`` prepared with ``tokenizer``."""
+    parts = {"v": FORMAT_VERSION, "corpus": corpus.fingerprint(), "tokenizer": tokenizer.fingerprint()}
+    return Path(cache_dir) / f"{corpus.name}-{fingerprint(parts)}"
+
+
+def read_report(directory: Path) -> dict:
+    """The ``report.json`` of a prepared folder: cleaning counts, ``tokens`` and ``text_bytes`` per split,
+    ``vocab_size``, ``val_bytes`` and the seconds of each phase."""
+    return json.loads((directory / COMPLETE_MARKER).read_text())
+
+
+def prepare_corpus(corpus: Corpus, target: Path, tokenizer: TokenizerSpec, block_size: int, workers: int = 2) -> dict:
+    """Prepare ``corpus`` into ``target`` unless it is already there; return its report.
+
+    Args:
+        corpus: the documents to prepare.
+        target: the folder to fill, normally ``corpus_dir(corpus, tokenizer, cache_dir)``.
+        tokenizer: how to get the tokenizer.
+        block_size: tokens per sample; the training split must hold at least one sample.
+        workers: processes that tokenize and write shards (1 keeps the document order exactly).
+
+    Raises:
+        DataError: when a split that must not be empty (train, val) is, or training holds too few tokens.
+    """
+    if is_prepared(target):
+        print(f"data: reusing prepared shards in {target}")
+        return read_report(target)
+    with _preserved_rng_state():
+        return _prepare(corpus, target, tokenizer, block_size, workers)
+
+
+@contextlib.contextmanager
+def _preserved_rng_state() -> Iterator[None]:
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+
+
+def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, block_size: int, workers: int) -> dict:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    with (
+        atomic_directory(target, "the prepared data") as tmp,
+        tempfile.TemporaryDirectory(dir=target.parent) as scratch,
+    ):
+        report = CleaningReport()
+        writers = {split: PieceWriter(Path(scratch), split) for split in SPLITS}
+        size = corpus.size_bytes()
+        rate = 1.0 if size == 0 else spec.train_bytes / size
+        sample: list[str] = []
+        characters: set[str] = set()
+        for split, segments, eos in corpus.documents(report):
+            writers[split].write(segments, eos)
+            if spec.path:
+                continue
+            text = "".join(text for text, _ in segments)
+            if spec.kind == "char":
+                characters.update(text)
+            elif split == "train" and (not sample or in_sample(text, rate)):
+                sample.append(text)  # the first piece always: a sample is never empty
+        for writer in writers.values():
+            writer.close()
+        report.split_documents = {split: writer.documents for split, writer in writers.items()}
+        if report.documents_kept == 0:
+            raise DataError(f"corpus {corpus.name} has no documents")
+        for split in ("train", "val"):
+            if not writers[split].paths:
+                raise DataError(f"the {split} split is empty: the corpus has too few documents for its split fractions")
+        seconds["read_clean"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        tokenizer = _build_tokenizer(spec, sample or ["".join(sorted(characters))])
+        del sample
+        tokenizer.save(tmp / "tokenizer.json")
+        seconds["tokenizer"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        stats = {}
+        for split, writer in writers.items():
+            if writer.paths:  # an empty test split writes no shards
+                write_shards(writer.paths, tokenizer.to_str(), tmp / split, workers)
+            stats[split] = count_tokens(tmp / split) if writer.paths else 0
+        seconds["tokenize_write"] = time.perf_counter() - clock
+        if stats["train"] < block_size + 1:
+            raise DataError(
+                f"the training split has {stats['train']} tokens, fewer than one block of "
+                f"{block_size + 1}: add text or lower data.block_size"
+            )
+        summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
+        summary["text_bytes"] = {split: writer.text_bytes for split, writer in writers.items()}
+        summary["val_bytes"] = writers["val"].text_bytes
+        summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+    print(f"data: {report.summary()}; tokens {stats}; {timing}; shards in {target}")
+    return summary
+
+
+def _build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> Tokenizer:
+    if spec.path:
+        return Tokenizer.from_file(spec.path)
+    return Tokenizer.train(texts, vocab_size=spec.vocab_size, kind=spec.kind)

@@ -1,0 +1,233 @@
+"""TextDataModule: a user's text files → cleaned documents → train/val/test split → token batches.
+
+``TextFiles`` is the ``Corpus`` of a user's files, folders and globs of ``.txt``, ``.md`` and
+``.jsonl`` (read and cleaned by ``lightningllm.data.sources``). Plain text is cut at line breaks
+into pieces of about 32k characters first, so a corpus that is one big file still feeds every
+split; an instruction or chat record stays whole. Each piece goes to a split either by a hash of
+its content (``hash``: held-out text samples the whole corpus) or by its position (``tail``: the
+last characters in file order, as nanoGPT splits its data). ``TextDataModule`` is the
+``CorpusDataModule`` over it: the CLI's ``data:`` section for text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from lightningllm.data.datamodule import CorpusDataModule
+from lightningllm.data.instruct import Segment
+from lightningllm.data.sources import (
+    CleaningReport,
+    DataError,
+    fingerprint_files,
+    iter_documents,
+    resolve_sources,
+    split_of_document,
+)
+from lightningllm.data.tokenizer import TokenizerKind
+
+SplitMethod = Literal["hash", "tail"]
+SPLIT_PIECE_CHARS = 32_768
+"""Long documents are cut into pieces of about this many characters before the split, so a corpus
+that is one big file still gets validation and test text."""
+
+
+def _pieces(chunks: Iterable[str], size: int = SPLIT_PIECE_CHARS) -> Iterator[str]:
+    """Cut a text, given as consecutive chunks, at line breaks into pieces of roughly ``size`` characters."""
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while len(buffer) - start > size:
+            end = start + size
+            newline = buffer.rfind("\n", start + size // 2, end)
+            end = newline + 1 if newline != -1 else end
+            yield buffer[start:end]
+            start = end
+        buffer = buffer[start:]
+    if buffer:
+        yield buffer
+
+
+def _with_last(items: Iterator[str]) -> Iterator[tuple[str, bool]]:
+    """Each item with a flag that is true for the last one (a document's last piece ends with EOS)."""
+    current = next(items, None)
+    for following in items:
+        yield current, False
+        current = following
+    if current is not None:
+        yield current, True
+
+
+class TextFiles:
+    """The ``Corpus`` of a user's text files, split by content hash or by position.
+
+    Args:
+        sources: files, folders (searched recursively) and glob patterns.
+        jsonl_field: the field of each JSONL record that holds its text.
+        val_fraction: share of the text held out for validation.
+        test_fraction: share of the text held out for testing (0: no test split).
+        split: ``hash`` or ``tail`` (see the module docstring).
+    """
+
+    name = "text"
+
+    def __init__(
+        self,
+        sources: list[str],
+        jsonl_field: str = "text",
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        split: SplitMethod = "hash",
+    ):
+        self.sources, self.jsonl_field, self.split = sources, jsonl_field, split
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def fingerprint(self) -> dict:
+        """The files (path, size, mtime) and every setting that changes which text lands where."""
+        return {
+            "files": fingerprint_files(resolve_sources(self.sources)),
+            "jsonl_field": self.jsonl_field,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "split": self.split,
+        }
+
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in resolve_sources(self.sources))
+
+    def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
+        """Yield ``(split, segments, ends_with_eos)``; raises ``DataError`` when cleaning leaves no text."""
+        files = resolve_sources(self.sources)
+        if self.split == "tail":
+            yield from self._tail_split(files, report)
+        else:
+            for document in iter_documents(files, self.jsonl_field, report):
+                if not document.is_plain:
+                    key = json.dumps(document.segments, ensure_ascii=False)
+                    yield self._hash_split(key), document.segments, True
+                    continue
+                for piece, last in _with_last(_pieces(document.text_chunks())):
+                    yield self._hash_split(piece), [(piece, True)], last
+        if report.documents_kept == 0:
+            raise DataError(f"no text left after cleaning the sources {self.sources} (all empty or duplicate)")
+
+    def _hash_split(self, text: str) -> str:
+        return split_of_document(text, self.val_fraction, self.test_fraction)
+
+    def _tail_split(self, files: list[Path], report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
+        """In file order: training text, then ``val_fraction`` of all characters, then ``test_fraction``."""
+        total = sum(
+            sum(len(chunk) for chunk in document.text_chunks())
+            if document.is_plain
+            else sum(len(text) for text, _ in document.segments)
+            for document in iter_documents(files, self.jsonl_field, CleaningReport())
+        )
+        val_start = int(total * (1 - self.val_fraction - self.test_fraction))
+        test_start = int(total * (1 - self.test_fraction))
+
+        def split_at(position: int) -> str:
+            return "train" if position < val_start else "val" if position < test_start else "test"
+
+        position = 0
+        for document in iter_documents(files, self.jsonl_field, report):
+            if not document.is_plain:  # an instruction record stays whole, on the side where it starts
+                yield split_at(position), document.segments, True
+                position += sum(len(text) for text, _ in document.segments)
+                continue
+            for piece, last in _with_last(_pieces(document.text_chunks())):
+                end = position + len(piece)
+                # A piece that holds a cut is split there; only its last part ends the document.
+                edges = sorted({position, end, *(cut for cut in (val_start, test_start) if position < cut < end)})
+                for start, stop in zip(edges, edges[1:], strict=False):
+                    text = piece[start - position : stop - position]
+                    yield split_at(start), [(text, True)], last and stop == end
+                position = end
+
+
+class TextDataModule(CorpusDataModule):
+    """Token batches from text files, with a tokenizer trained on them (or loaded from a file)."""
+
+    def __init__(
+        self,
+        sources: list[str] | str | None = None,
+        jsonl_field: str = "text",
+        tokenizer_kind: TokenizerKind = "bpe",
+        vocab_size: int = 4096,
+        tokenizer_path: str | None = None,
+        block_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        split: SplitMethod = "hash",
+        shuffle: bool = True,
+        seed: int = 42,
+        cache_dir: str = ".cache/lightningllm",
+        prepare_workers: int = 2,
+        tokenizer_train_bytes: int = 64_000_000,
+    ):
+        """
+        Args:
+            sources: text files, folders (searched recursively) and glob patterns of .txt, .md, .jsonl;
+                one path alone needs no brackets.
+            jsonl_field: the field of each JSONL record that holds its text.
+            tokenizer_kind: ``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character).
+            vocab_size: BPE vocabulary size to train (ignored for ``char``).
+            tokenizer_path: use this ``tokenizer.json`` instead of training one.
+            block_size: tokens per training sample (the model's context length).
+            batch_size: samples per batch.
+            num_workers: loader worker processes (0 reads in the main process).
+            val_fraction: share of the text held out for validation.
+            test_fraction: share of the text held out for ``test`` (0: no test split).
+            split: ``hash``: each piece of about 32k characters goes to a split by a hash of its content,
+                so held-out text samples the whole corpus; ``tail``: in file order, the last
+                ``test_fraction`` of the characters is test and the ``val_fraction`` before it
+                validation, as nanoGPT splits its data (with ``test_fraction: 0``, for comparisons with it).
+            shuffle: shuffle training samples each epoch (off keeps the corpus order).
+            seed: seed of the shuffle.
+            cache_dir: where prepared shards are cached, keyed by a fingerprint of sources and settings.
+            prepare_workers: processes that tokenize and write shards in ``prepare_data``.
+            tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
+                training text (all of it when the corpus is smaller), which bounds its time and memory.
+        """
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise DataError(f"data.test_fraction must be at least 0 and below 1, got {test_fraction}")
+        if val_fraction + test_fraction >= 1.0:
+            raise DataError(
+                f"data.val_fraction + data.test_fraction must be below 1 (some text must train), "
+                f"got {val_fraction} + {test_fraction}"
+            )
+        super().__init__(
+            tokenizer_kind=tokenizer_kind,
+            vocab_size=vocab_size,
+            tokenizer_path=tokenizer_path,
+            tokenizer_train_bytes=tokenizer_train_bytes,
+            block_size=block_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            seed=seed,
+            cache_dir=cache_dir,
+            prepare_workers=prepare_workers,
+        )
+        self.save_hyperparameters(logger=False)
+        self.sources = [sources] if isinstance(sources, str) else list(sources or [])
+        self.jsonl_field = jsonl_field
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split = split
+
+    def corpus(self) -> TextFiles:
+        """The ``sources`` as a ``Corpus``, split as set."""
+        return TextFiles(self.sources, self.jsonl_field, self.val_fraction, self.test_fraction, self.split)
+
+    def test_dataloader(self):
+        """Batches of the held-out test text; a ``DataError`` when ``test_fraction`` is 0."""
+        if self.test_fraction == 0:
+            raise DataError("there is no test split: data.test_fraction is 0; set data.test_fraction (e.g. 0.05)")
+        return super().test_dataloader()

@@ -1,0 +1,26 @@
+"""The built-in reasoning task: a generated corpus of arithmetic word problems, its data module and its checker.
+
+A plug-in written against the same interfaces a user's own task would use: ``ReasoningCorpus``
+(``corpus.py``) is a ``lightningllm.data.prepare.Corpus``, ``ReasoningDataModule`` (``data.py``)
+a ``CorpusDataModule`` whose ``task`` is a ``ReasoningTask`` (``task.py``), a
+``lightningllm.tasks.Task``. Names are imported lazily: the corpus and the task load without
+Lightning; the data module pulls it in.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "ReasoningCorpus": "lightningllm.tasks.reasoning.corpus",
+    "Problem": "lightningllm.tasks.reasoning.corpus",
+    "parse_answer": "lightningllm.tasks.reasoning.corpus",
+    "ReasoningTask": "lightningllm.tasks.reasoning.task",
+    "ReasoningDataModule": "lightningllm.tasks.reasoning.data",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lightningllm.tasks.reasoning' has no attribute {name!r}")

@@ -1,0 +1,99 @@
+"""ReasoningDataModule: the built-in reasoning corpus as token batches, with its task for evaluation.
+
+A ``CorpusDataModule`` whose ``corpus()`` is a ``ReasoningCorpus``: seeded step-by-step
+arithmetic problems, train, val and test each prepared into shards (so ``test/loss`` is a loss
+on the test problems), the question read as context and only the answer trained on by default.
+It needs no files and no download. Training problems stream in the generator's order (1-step
+problems first when the curriculum is on), so ``shuffle`` defaults to off and the shards are
+written by one worker. ``task`` is the ``ReasoningTask`` on the same problems, which ``TaskEval``
+scores by exact match; ``sample_prompts`` are the first validation questions.
+"""
+
+from __future__ import annotations
+
+from lightningllm.data.datamodule import CorpusDataModule
+from lightningllm.data.tokenizer import TokenizerKind
+from lightningllm.tasks.reasoning.corpus import Curriculum, ReasoningCorpus, Working
+from lightningllm.tasks.reasoning.task import ReasoningTask
+
+
+class ReasoningDataModule(CorpusDataModule):
+    """The built-in corpus: seeded step-by-step arithmetic problems, character-level, read in curriculum order."""
+
+    def __init__(
+        self,
+        corpus_seed: int = 1234,
+        working: Working = "digits",
+        num_train: int = 60_000,
+        num_val: int = 300,
+        num_test: int = 300,
+        step_mix: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        curriculum: Curriculum = "staged",
+        stages: tuple[float, float] = (0.2, 0.4),
+        answer_loss_only: bool = True,
+        tokenizer_kind: TokenizerKind = "char",
+        vocab_size: int = 512,
+        block_size: int = 256,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        shuffle: bool = False,
+        seed: int = 42,
+        cache_dir: str = ".cache/lightningllm",
+    ):
+        """
+        Args:
+            corpus_seed: seed of the problem generator (same seed, same corpus).
+            working: how each step is worked: ``plain``, ``reversed`` or ``digits`` (column by column).
+            num_train: training problems generated.
+            num_val: validation problems (validation loss and exact match during training).
+            num_test: held-out test problems (``lightningllm test`` reports their loss and exact match).
+            step_mix: relative weights of 1-, 2- and 3-step problems.
+            curriculum: ``staged`` puts 1-step problems first, then 2-step, then all; ``none`` mixes.
+            stages: fractions of the training stream where 2- and then 3-step problems come in.
+            answer_loss_only: train on the answer tokens only; the question is read but not predicted.
+            tokenizer_kind: ``char``, or ``bpe`` (digits still one per token; words and templates compress).
+            vocab_size: BPE vocabulary size (ignored for ``char``).
+            block_size: tokens per training sample.
+            batch_size: samples per batch.
+            num_workers: loader worker processes.
+            shuffle: shuffle training samples (breaks the curriculum order).
+            seed: seed of the shuffle.
+            cache_dir: where the prepared corpus is cached.
+        """
+        super().__init__(
+            tokenizer_kind=tokenizer_kind,
+            vocab_size=vocab_size,
+            block_size=block_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            seed=seed,
+            cache_dir=cache_dir,
+            prepare_workers=1,  # one worker keeps the curriculum order
+        )
+        self.save_hyperparameters(logger=False)
+        self._corpus = ReasoningCorpus(
+            seed=corpus_seed,
+            working=working,
+            num_train=num_train,
+            num_val=num_val,
+            num_test=num_test,
+            step_mix=tuple(step_mix),
+            curriculum=curriculum,
+            stages=tuple(stages),
+            answer_loss_only=answer_loss_only,
+        )
+        self._task = ReasoningTask(self._corpus)
+
+    def corpus(self) -> ReasoningCorpus:
+        """The problem generator, which is also the ``Corpus`` prepared into shards."""
+        return self._corpus
+
+    @property
+    def task(self) -> ReasoningTask:
+        """Exact match on the held-out problems of this corpus."""
+        return self._task
+
+    def sample_prompts(self, count: int) -> list[str]:
+        """The questions of the first ``count`` validation problems."""
+        return [problem.prompt for problem in self._corpus.problems("val")[:count]]

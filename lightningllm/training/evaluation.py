@@ -1,0 +1,80 @@
+"""TaskEval: scores greedy completions of a task's held-out examples during validation and at test.
+
+The task comes from the data module through the declared contract (``TokenDataModule.task``,
+see ``lightningllm.tasks``); a data module without one is skipped. During fit the mean score
+is logged as ``val/<metric>`` and per group as ``val/<metric>_<group>`` (e.g.
+``val/exact_match``, ``val/exact_match_2step``); ``lightningllm test`` scores the whole test
+split, logs ``test/<metric>*`` and prints sample answers beside the expected ones.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+from lightningllm.data.contract import TokenDataModule
+from lightningllm.tasks.base import Task, evaluate, format_scores, group_tag
+
+
+def task_of(trainer: L.Trainer) -> Task | None:
+    """The task of the trainer's data module, if it declares one."""
+    datamodule = trainer.datamodule
+    return datamodule.task if isinstance(datamodule, TokenDataModule) else None
+
+
+class TaskEval(L.Callback):
+    """Scores greedy answers on a task's held-out examples during validation and test."""
+
+    def __init__(self, every_n_val: int = 1, num_val_examples: int = 150, num_samples: int = 6, batch_size: int = 64):
+        """
+        Args:
+            every_n_val: score the task on every n-th validation run during fit.
+            num_val_examples: examples scored during fit (the test run scores the whole test split).
+            num_samples: sample answers printed at test time.
+            batch_size: prompts decoded together.
+        """
+        if every_n_val < 1:
+            raise ValueError(f"TaskEval.every_n_val must be at least 1, got {every_n_val}")
+        self.every_n_val = every_n_val
+        self.num_val_examples = num_val_examples
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self._val_runs = 0
+
+    @staticmethod
+    def metric_names(trainer: L.Trainer, stage: str = "val") -> list[str]:
+        """The overall metric this callback logs for the trainer's task (none without a task)."""
+        task = task_of(trainer)
+        return [f"{stage}/{task.metric}"] if task is not None else []
+
+    def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None):
+        task = task_of(trainer)
+        if task is None or module.tokenizer is None:
+            return None
+        examples = list(task.examples(split))[:limit]
+        scores, completions = evaluate(module.model, module.tokenizer, task, examples, self.batch_size)
+        for group, value in scores.items():
+            name = task.metric if group == "all" else f"{task.metric}_{group_tag(group)}"
+            module.log(f"{split}/{name}", float(value))
+        return task, examples, completions, scores
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._val_runs += 1
+        if self._val_runs % self.every_n_val == 0:
+            result = self._run(trainer, module, "val", self.num_val_examples)
+            if result is not None and trainer.is_global_zero:
+                task, _, _, scores = result
+                print(f"\nstep {trainer.global_step}: val {format_scores(task, scores)}")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        result = self._run(trainer, module, "test", None)
+        if result is None or not trainer.is_global_zero:
+            return
+        task, examples, completions, scores = result
+        print()
+        stride = max(1, len(examples) // max(1, self.num_samples))  # samples from every group
+        for example, completion in list(zip(examples, completions, strict=True))[::stride][: self.num_samples]:
+            verdict = "right" if task.score(example, completion) >= 1.0 else "WRONG"
+            print(f"{example.prompt}{completion}\n  [{verdict}: expected {example.answer}]\n")
+        print(f"held-out test split ({len(examples)} examples): {format_scores(task, scores)}")

@@ -1,0 +1,38 @@
+"""PredictionWriter: ``lightningllm predict``'s output, one JSON line per completion, also printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each completion as a JSON line (id, prompt, completion, token counts) and prints it."""
+
+    def __init__(self, output: str = "predictions.jsonl", echo: bool = True):
+        """
+        Args:
+            output: JSONL file the completions are written to (overwritten each run).
+            echo: also print each prompt and completion.
+        """
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self.echo = echo
+
+    def on_predict_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.output.write_text("")
+
+    def write_on_batch_end(self, trainer, module, prediction: list[dict], batch_indices, batch: Any, *args) -> None:
+        with self.output.open("a", encoding="utf-8") as handle:
+            for record in prediction:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if self.echo:
+                    print(f"--- [{record['id']}]\n{record['prompt']}{record['completion']}")
+
+    def on_predict_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        print(f"predict: wrote completions to {self.output}")

@@ -1,0 +1,211 @@
+"""TextDataModule: batches from text files, a clean train/val/test split, instruction data, clear errors."""
+
+import functools
+import json
+
+import pytest
+import torch
+
+from lightningllm.data import DataError, TextDataModule
+from lightningllm.data.shards import PieceWriter
+from lightningllm.data.sources import CleaningReport
+from lightningllm.model import IGNORE_INDEX
+
+
+def make(text_corpus, tmp_path, **kw):
+    args = {"sources": [str(text_corpus)], "vocab_size": 300, "block_size": 16, "batch_size": 4}
+    args |= {"val_fraction": 0.2, "cache_dir": str(tmp_path / "cache"), "prepare_workers": 1}
+    return TextDataModule(**(args | kw))
+
+
+def decoded(dm, loader) -> str:
+    """The text of every batch, whole windows (the inputs plus each window's last target), in order."""
+    windows = [torch.cat([x, y[:, -1:]], dim=1).flatten().tolist() for x, y in loader]
+    return "".join(dm.tokenizer.decode(w, skip_special=False) for w in windows)
+
+
+def numbered_corpus(tmp_path, count=40):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for i in range(count):
+        (corpus / f"{i}.txt").write_text(f"unique document {i:03d} " + "x y z " * 30)
+    return corpus
+
+
+def lettered_corpus(tmp_path):
+    """Ten files of 1,000 characters, each of its own letter, a to j in file order."""
+    corpus = tmp_path / "letters"
+    corpus.mkdir()
+    for i in range(10):
+        (corpus / f"{i}.txt").write_text(("abcdefghij"[i] * 99 + "\n") * 10)
+    return corpus
+
+
+def test_prepare_setup_and_batches(text_corpus, tmp_path):
+    dm = make(text_corpus, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    inputs, targets = next(iter(dm.train_dataloader()))
+    assert inputs.shape == targets.shape == (4, 16)  # block_size + 1 tokens per sample, shifted by one
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert int(inputs.max()) < dm.tokenizer.vocab_size
+    assert next(iter(dm.val_dataloader()))[0].shape[1] == 16
+    assert inputs.dtype == targets.dtype == torch.int64
+    assert dm.report["documents_kept"] == 27 and dm.bytes_per_token > 1.0
+
+
+def test_the_hash_split_is_three_disjoint_parts_that_cover_the_corpus(tmp_path):
+    dm = TextDataModule(
+        sources=[str(numbered_corpus(tmp_path))], tokenizer_kind="char", block_size=8, batch_size=1,
+        val_fraction=0.3, test_fraction=0.2, shuffle=False, cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("fit")
+    texts = {
+        "train": decoded(dm, dm.train_dataloader()),
+        "val": decoded(dm, dm.val_dataloader()),
+        "test": decoded(dm, dm.test_dataloader()),
+    }
+    ids = {split: {i for i in range(40) if f"document {i:03d}" in text} for split, text in texts.items()}
+    assert all(ids.values()), ids
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    assert ids["train"] | ids["val"] | ids["test"] == set(range(40))
+
+
+def test_a_document_keeps_its_validation_split_whatever_the_test_fraction(tmp_path):
+    corpus = numbered_corpus(tmp_path)
+
+    def val_ids(test_fraction):
+        dm = TextDataModule(
+            sources=[str(corpus)], tokenizer_kind="char", block_size=8, batch_size=1, val_fraction=0.3,
+            test_fraction=test_fraction, shuffle=False, cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+        )  # fmt: skip
+        dm.setup("fit")
+        text = decoded(dm, dm.val_dataloader())
+        return {i for i in range(40) if f"document {i:03d}" in text}
+
+    assert val_ids(0.0) == val_ids(0.3)
+
+
+def test_the_tail_split_without_a_test_fraction_holds_out_the_last_characters(tmp_path):
+    corpus = lettered_corpus(tmp_path)
+    dm = TextDataModule(
+        sources=str(corpus), tokenizer_kind="char", block_size=16, val_fraction=0.15, test_fraction=0.0,
+        split="tail", shuffle=False, cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("fit")
+    # 8,500 characters (and 8 EOS, one per finished file) train; the last 1,500 validate: as the 2-way split did.
+    assert dm.report["tokens"] == {"train": 8500 + 8, "val": 1500 + 2, "test": 0}
+    text = "".join(path.read_text() for path in sorted(corpus.iterdir()))
+    val = decoded(dm, dm.val_dataloader()).replace("<|eos|>", "")
+    assert text[8500:].startswith(val) and len(val) > 1400  # the last partial window is dropped
+    assert text[:8500].startswith(decoded(dm, dm.train_dataloader()).replace("<|eos|>", "")[:8000])
+    with pytest.raises(DataError, match=r"^there is no test split: data.test_fraction is 0; set data.test_fraction"):
+        dm.test_dataloader()
+
+
+def test_the_tail_split_puts_test_after_validation_and_test_dataloader_reads_it(tmp_path):
+    corpus = lettered_corpus(tmp_path)
+    dm = TextDataModule(
+        sources=str(corpus), tokenizer_kind="char", block_size=16, val_fraction=0.15, test_fraction=0.1,
+        split="tail", cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("test")
+    assert dm.report["tokens"] == {"train": 7500 + 7, "val": 1500 + 2, "test": 1000 + 1}
+    assert set(decoded(dm, dm.val_dataloader()).replace("<|eos|>", "")) == {"h", "i", "\n"}
+    test = decoded(dm, dm.test_dataloader())
+    assert set(test) == {"j", "\n"} and len(test) == 17 * (1001 // 17)
+
+
+@pytest.mark.parametrize(
+    "fractions, message",
+    [
+        ({"val_fraction": 0.0}, r"^data.val_fraction must be between 0 and 1, got 0.0$"),
+        ({"test_fraction": -0.1}, r"^data.test_fraction must be at least 0 and below 1, got -0.1$"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"^data.val_fraction \+ data.test_fraction must be below 1"),
+    ],
+)
+def test_split_fractions_are_checked_before_reading_anything(tmp_path, fractions, message):
+    with pytest.raises(DataError, match=message):
+        TextDataModule(sources=str(tmp_path / "not-read"), **fractions)
+
+
+def test_empty_corpus_after_cleaning_and_too_few_tokens_are_clear_errors(tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("   \n")
+    with pytest.raises(DataError, match="no text left after cleaning"):
+        TextDataModule(sources=[str(corpus)], cache_dir=str(tmp_path / "cache")).prepare_data()
+    for i in range(10):
+        (corpus / f"{i}.txt").write_text(f"tiny {i}")
+    dm = TextDataModule(
+        sources=[str(corpus)], tokenizer_kind="char", block_size=512, val_fraction=0.3, test_fraction=0.0,
+        cache_dir=str(tmp_path / "k"),
+    )  # fmt: skip
+    with pytest.raises(DataError, match="fewer than one block"):
+        dm.prepare_data()
+    assert list((tmp_path / "k").iterdir()) == []
+
+
+def test_instruction_data_trains_on_responses_only(tmp_path):
+    records = [{"prompt": f"Square {i}?", "response": f"{i * i}."} for i in range(30)]
+    records.append({"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]})
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records * 3))  # the repeats are dropped as duplicates
+    dm = TextDataModule(
+        sources=[str(path)], tokenizer_kind="char", block_size=64, batch_size=1, val_fraction=0.2, shuffle=False,
+        cache_dir=str(tmp_path / "cache"), prepare_workers=1,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.report["documents_kept"] == 31 and dm.report["dropped_duplicate"] == 62
+    (inputs, targets), *_ = [(x[0].tolist(), y[0].tolist()) for x, y in dm.train_dataloader()]
+    decode = functools.partial(dm.tokenizer.decode, skip_special=False)
+    trained = decode([t for t in targets if t != IGNORE_INDEX])
+    context = decode([i for i, t in zip(inputs[1:], targets, strict=False) if t == IGNORE_INDEX])
+    # The stream starts with a record's context; from there every answer, its <|end|> and the EOS
+    # that joins records are the trained targets, and every prompt and role tag is context only.
+    answers = {f"{i * i}.<|end|>" for i in range(30)} | {"Hello.<|end|>"}
+    pieces = trained.split("<|eos|>")
+    assert len(pieces) >= 3 and set(pieces[:-1]) <= answers and any(a.startswith(pieces[-1]) for a in answers)
+    assert "Square " in context and "<|assistant|>" in context and "<|user|>" in context
+    assert not any(a in context for a in answers)
+
+
+def test_a_huge_single_line_is_read_in_bounded_memory(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from lightningllm.data import sources
+
+    line = ("lorem ipsum dolor sit amet " * 300_000).encode()  # 8 MB, no newline anywhere
+    (tmp_path / "line.txt").write_bytes(line)
+    monkeypatch.setattr(sources, "READ_CHUNK_BYTES", 256 << 10)
+    corpus = TextDataModule(sources=[str(tmp_path / "line.txt")], cache_dir=str(tmp_path / "cache")).corpus()
+    writer = PieceWriter(tmp_path, "all")
+    tracemalloc.start()
+    for _, segments, eos in corpus.documents(CleaningReport()):
+        writer.write(segments, eos)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    writer.close()
+    assert writer.text_bytes == len(line) and len(writer.paths) == 8
+    assert peak < 3 << 20, f"reading an 8 MB line peaked at {peak / 1e6:.1f} MB of Python memory"
+
+
+def test_a_vocabulary_too_small_for_bpe_is_refused_before_reading_anything(tmp_path):
+    with pytest.raises(DataError, match=r"data.vocab_size 200 is too small for byte-level BPE: it needs at least 263"):
+        TextDataModule(sources=str(tmp_path / "not-read"), vocab_size=200)
+
+
+def test_hparams_hold_the_arguments(tmp_path):
+    dm = TextDataModule(sources=str(tmp_path / "not-read"), tokenizer_kind="char", test_fraction=0.0, split="tail")
+    assert dm.hparams["sources"] == str(tmp_path / "not-read") and dm.hparams["split"] == "tail"
+    assert dm.hparams["test_fraction"] == 0.0 and dm.hparams["tokenizer_kind"] == "char"
+    assert dm.hparams["val_fraction"] == 0.05 and dm.hparams["block_size"] == 256
+
+
+def test_resuming_on_other_data_settings_is_refused_in_one_line(text_corpus, tmp_path):
+    state = make(text_corpus, tmp_path, block_size=48).state_dict()
+    with pytest.raises(DataError, match=r"^cannot resume the data position exactly: data.block_size 48 -> 40 since"):
+        make(text_corpus, tmp_path, block_size=40).load_state_dict(state)
+    with pytest.raises(DataError, match=r"^cannot resume: the checkpoint was trained on prepared corpus text-\w+, but"):
+        make(text_corpus, tmp_path, block_size=48, val_fraction=0.3).load_state_dict(state)
+    make(text_corpus, tmp_path, block_size=48).load_state_dict(state)  # the same settings resume
