@@ -26,10 +26,14 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightningllm.checkpoint import RUN_CONFIG_KEY
-from lightningllm.cli.commands import EXPORT_HELP
 from lightningllm.training import LitGPT, PredictionWriter
 
 DEFAULT_ROOT_DIR = "logs/default"
+EXPORT_HELP = (
+    "Also: `lightningllm export --ckpt_path X --out DIR` writes a portable model folder (config.json, "
+    "model.safetensors, tokenizer.json) for GPT.from_pretrained and --model.init_from; "
+    "see `lightningllm export --help`."
+)
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
 
 

@@ -16,11 +16,6 @@ import os
 import sys
 
 PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
-EXPORT_HELP = (
-    "Also: `lightningllm export --ckpt_path X --out DIR` writes a portable model folder (config.json, "
-    "model.safetensors, tokenizer.json) for GPT.from_pretrained and --model.init_from; "
-    "see `lightningllm export --help`."
-)
 
 TOP_LEVEL_HELP = """\
 usage: lightningllm {fit,validate,test,predict,export} [options]
