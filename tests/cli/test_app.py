@@ -255,3 +255,15 @@ def test_ddp_spawn_trains_from_the_command_line_on_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "parameters" in result.stdout
     assert (tmp_path / "logs" / "debug" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_failing_predict_leaves_an_existing_output_untouched(trained_run, tmp_path):
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"id": 0, "completion": "earlier"}\n')
+    result = run_cli(
+        "predict", "--ckpt_path", str(last_checkpoint(trained_run)), "--prompt", "Q: " + "Mia has 2 apples. " * 60,
+        "--output", str(keep), "--model.max_new_tokens", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and "exceeds the model's block_size" in result.stderr.strip().splitlines()[-1]
+    assert keep.read_text() == '{"id": 0, "completion": "earlier"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]  # no partial file left
