@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -47,8 +48,13 @@ class RunConfigSaver(SaveConfigCallback):
         if stage != "predict":
             super().setup(trainer, module, stage)
 
+    @functools.cached_property
+    def run_config(self) -> str:
+        """The run's config as YAML, dumped once for all the checkpoints of the run."""
+        return self.parser.dump(self.config, skip_none=False)
+
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[RUN_CONFIG_KEY] = self.parser.dump(self.config, skip_none=False)
+        checkpoint[RUN_CONFIG_KEY] = self.run_config
 
 
 def _is_class(class_path: str, base: type) -> bool:
@@ -61,14 +67,20 @@ def _is_class(class_path: str, base: type) -> bool:
 
 @rank_zero_only
 def keep_earlier_checkpoints(directory: Path) -> None:
-    """Move an earlier run's checkpoints out of the way of a new run: ``DIR`` → ``DIR.N`` (first free N)."""
-    if not directory.is_dir() or not any(directory.glob("*.ckpt")):
+    """Move an earlier run's checkpoints out of the way of a new run: ``DIR/*.ckpt`` → ``DIR.N/`` (first free N).
+
+    Only the ``.ckpt`` files move (those a new run would overwrite); anything else in ``DIR`` stays.
+    """
+    checkpoints = sorted(directory.glob("*.ckpt")) if directory.is_dir() else []
+    if not checkpoints:
         return
     n = 1
     while directory.with_name(f"{directory.name}.{n}").exists():
         n += 1
     target = directory.with_name(f"{directory.name}.{n}")
-    directory.rename(target)
+    target.mkdir()
+    for path in checkpoints:
+        path.rename(target / path.name)
     print(f"fit: moved the earlier run's checkpoints from {directory} to {target} (resume with --ckpt_path)")
 
 

@@ -11,6 +11,7 @@ last characters in file order, as nanoGPT splits its data). ``TextDataModule`` i
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -85,10 +86,15 @@ class TextFiles:
         self.sources, self.jsonl_field, self.split = sources, jsonl_field, split
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
+    @functools.cached_property
+    def files(self) -> list[Path]:
+        """The source files, resolved once (folders and globs are walked a single time)."""
+        return resolve_sources(self.sources)
+
     def fingerprint(self) -> dict:
         """The files (path, size, mtime) and every setting that changes which text lands where."""
         return {
-            "files": fingerprint_files(resolve_sources(self.sources)),
+            "files": fingerprint_files(self.files),
             "jsonl_field": self.jsonl_field,
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
@@ -96,11 +102,11 @@ class TextFiles:
         }
 
     def size_bytes(self) -> int:
-        return sum(path.stat().st_size for path in resolve_sources(self.sources))
+        return sum(path.stat().st_size for path in self.files)
 
     def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
         """Yield ``(split, segments, ends_with_eos)``; raises ``DataError`` when cleaning leaves no text."""
-        files = resolve_sources(self.sources)
+        files = self.files
         if self.split == "tail":
             yield from self._tail_split(files, report)
         else:
@@ -217,14 +223,12 @@ class TextDataModule(CorpusDataModule):
         )
         self.save_hyperparameters(logger=False)
         self.sources = [sources] if isinstance(sources, str) else list(sources or [])
-        self.jsonl_field = jsonl_field
-        self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.split = split
+        self._corpus = TextFiles(self.sources, jsonl_field, val_fraction, test_fraction, split)
 
     def corpus(self) -> TextFiles:
         """The ``sources`` as a ``Corpus``, split as set."""
-        return TextFiles(self.sources, self.jsonl_field, self.val_fraction, self.test_fraction, self.split)
+        return self._corpus
 
     def test_dataloader(self):
         """Batches of the held-out test text; a ``DataError`` when ``test_fraction`` is 0."""

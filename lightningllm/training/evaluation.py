@@ -46,9 +46,17 @@ class TaskEval(L.Callback):
         task = task_of(trainer)
         return [f"{stage}/{task.metric}"] if task is not None else []
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if stage != "predict" and task_of(trainer) is None:  # a callback that would score nothing is refused
+            data = type(trainer.datamodule).__name__ if trainer.datamodule is not None else "data without a data module"
+            raise ValueError(
+                f"TaskEval needs a data module with a task (TokenDataModule.task), and {data} has none: "
+                "remove the TaskEval callback for this data"
+            )
+
     def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None):
         task = task_of(trainer)
-        if task is None or module.tokenizer is None:
+        if module.tokenizer is None:
             return None
         examples = list(task.examples(split))[:limit]
         scores, completions = evaluate(module.model, module.tokenizer, task, examples, self.batch_size)
