@@ -10,26 +10,42 @@ drops it from files that have it.
 
 An export is a folder another project loads without Lightning or pickle: ``config.json`` (the
 ``GPTConfig``), ``model.safetensors`` (the weights; a tied embedding stored once) and
-``tokenizer.json`` (a standard Hugging Face ``tokenizers`` file). ``GPT.from_pretrained(DIR)``
-and ``Tokenizer.from_file(DIR)`` read it; ``fit --model.init_from DIR`` trains on from it.
+``tokenizer.json`` (a standard Hugging Face ``tokenizers`` file), with ``.lightningllm-export``
+listing them: a later export into the folder replaces exactly those and keeps whatever else the
+user put there (a README, evaluations); any other non-empty folder (bar an older export of exactly
+those files) is refused.
+``GPT.from_pretrained(DIR)`` and ``Tokenizer.from_file(DIR)`` read it (checking the files against
+each other first); ``fit --model.init_from DIR`` trains on from it.
 Everything is read with ``torch.load(weights_only=True)`` or safetensors: no code runs from a
 file. This module imports no Lightning.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import pickle
+import secrets
+import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from lightningllm.atomic import atomic_directory
+from lightningllm.atomic import atomic_directory, fsync_path
 from lightningllm.data.tokenizer import Tokenizer
 from lightningllm.model import GPT, GPTConfig
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 """What an export folder holds; ``tokenizer.json`` is absent when the checkpoint had no tokenizer."""
+
+EXPORT_MARKER = ".lightningllm-export"
+"""The export's record of the files it wrote (JSON): a later export replaces only those, only where it is."""
+
+STAGING_PREFIX = f"{EXPORT_MARKER}.tmp-"
+"""Folder inside an earlier export where a re-export writes its files before renaming them into place."""
 
 COMPILED_PREFIX = "_orig_mod."
 """torch.compile's wrapper prefix on parameter names of a compiled module."""
@@ -77,7 +93,44 @@ def model_config(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig
         config = checkpoint.get("gpt_config")  # checkpoints written before the shape was stored once
     if not isinstance(config, dict):
         raise ValueError(f"checkpoint {path} was not written by lightningllm (it has no model config)")
-    return GPTConfig.from_dict(config)
+    try:
+        config = GPTConfig.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: its model config is invalid: {err}") from None
+    if config.vocab_size is None:
+        raise ValueError(f"checkpoint {path}: its model config has no vocab_size (it was not written by a trained run)")
+    return config
+
+
+def check_checkpoint(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig:
+    """The checkpoint's model config, once its weights are checked against it (names and shapes).
+
+    The model is laid out on the ``meta`` device, so nothing is allocated. Raises a one-line
+    ``ValueError`` naming ``path`` for a checkpoint lightningllm did not write or whose weights do
+    not fit its config.
+    """
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"checkpoint {path} was not written by lightningllm (it has no 'state_dict')")
+    config = model_config(checkpoint, path)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+    stored = {
+        plain_key(key).removeprefix("model."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.") or key.startswith(COMPILED_PREFIX)
+    }
+    missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path}: its weights do not match its model config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, shape in expected.items():
+        value = stored[name]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"checkpoint {path}: weight {name} is {got}, but its model config needs {list(shape)}")
+    return config
 
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
@@ -89,9 +142,7 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
     """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"checkpoint {path} was not written by lightningllm (it has no 'state_dict')")
-    model = GPT(model_config(checkpoint, path))
+    model = GPT(check_checkpoint(checkpoint, path))
     state = {
         plain_key(key).removeprefix("model."): value
         for key, value in checkpoint["state_dict"].items()
@@ -110,26 +161,104 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
 def export_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` of a checkpoint to the folder ``out``.
 
-    ``out`` may be new, empty, or an earlier export (which is replaced); any other existing path
-    is refused rather than overwritten.
+    ``out`` may be new, empty, or an earlier export: our files in it are replaced, any other file
+    in it is kept. A folder that is not provably an export (``EXPORT_MARKER``, or exactly the files
+    of an export written before the marker existed) is refused rather than written to.
+
+    Raises:
+        ValueError: ``out`` is a file, or a folder with files that are not an export's.
+        OSError: a file cannot be written (a full disk, no permission); ``out`` is left as it was.
     """
     out = Path(out)
     model, tokenizer = load_checkpoint(ckpt_path)
-    _check_target(out)
-    with atomic_directory(out, "the export") as tmp:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            (tmp / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+    earlier = _earlier_export(out)
+    if earlier is None:
+        with atomic_directory(out, "the export") as tmp, _naming(out):
+            _write_export(tmp, model, tokenizer)
+    else:
+        with _naming(out):
+            _replace_export(out, earlier, model, tokenizer)
     return out
 
 
-def _check_target(out: Path) -> None:
+def _earlier_export(out: Path) -> set[str] | None:
+    """The files of ours in the folder ``out`` (an earlier export, or an empty folder); None when it does not exist."""
     if not out.exists():
-        return
+        return None
     if not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    if any(out.iterdir()) and not (out / "config.json").is_file():
-        raise ValueError(f"--out {out} is a non-empty folder that is not a lightningllm export: choose a new folder")
+    names = {path.name for path in out.iterdir() if not _is_staging(path)}
+    marker = out / EXPORT_MARKER
+    if marker.is_file():
+        try:
+            files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            files = None
+        if not isinstance(files, list) or not set(files) <= set(EXPORT_FILES):
+            raise ValueError(
+                f"--out {out}: its {EXPORT_MARKER} is not one lightningllm export wrote: choose a new folder"
+            )
+        return {*files, EXPORT_MARKER} & names
+    files_only = all((out / name).is_file() for name in names)
+    if not names or (files_only and names in ({"config.json", "model.safetensors"}, set(EXPORT_FILES))):
+        return names  # empty, or an export from before the marker: exactly our files
+    raise ValueError(
+        f"--out {out} is a non-empty folder that is not a lightningllm export (no {EXPORT_MARKER}): "
+        "choose a new or empty folder"
+    )
+
+
+def _write_export(folder: Path, model: GPT, tokenizer: Tokenizer | None) -> list[str]:
+    """Write the export's files to ``folder``, each synced to disk; their names, the marker last."""
+    model.save_pretrained(folder)
+    files = ["config.json", "model.safetensors"]
+    if tokenizer is not None:
+        (folder / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+        files.append("tokenizer.json")
+    marker = {"written_by": "lightningllm export", "files": files}
+    (folder / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    for name in [*files, EXPORT_MARKER]:
+        fsync_path(folder / name)
+    return [*files, EXPORT_MARKER]
+
+
+def _replace_export(out: Path, earlier: set[str], model: GPT, tokenizer: Tokenizer | None) -> None:
+    """Replace our files in the existing folder ``out`` and leave every other file in it alone.
+
+    The new files are written in full to a staging folder inside ``out`` first (one left by a
+    killed export is removed), then renamed over the old ones, the marker last: a crash or a full
+    disk while writing leaves the earlier export as it was. Only a crash within the few renames at
+    the end can leave old and new files side by side; the marker still names them all, so the next
+    export replaces them.
+    """
+    for stale in out.iterdir():
+        if _is_staging(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        written = _write_export(staging, model, tokenizer)
+        for name in written[:-1]:
+            os.replace(staging / name, out / name)
+        for name in earlier - set(written):  # ours, but not in this export (a tokenizer.json the checkpoint lacks)
+            (out / name).unlink(missing_ok=True)
+        os.replace(staging / EXPORT_MARKER, out / EXPORT_MARKER)
+        fsync_path(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_staging(path: Path) -> bool:
+    return path.name.startswith(STAGING_PREFIX) and path.is_dir() and not path.is_symlink()
+
+
+@contextlib.contextmanager
+def _naming(out: Path) -> Iterator[None]:
+    """Turn an ``OSError`` of writing the export into one line naming ``out``."""
+    try:
+        yield
+    except OSError as err:
+        raise OSError(f"cannot write the export to {out}: {err.strerror or err}") from None
 
 
 def load_export(directory: str | Path, data_tokenizer: Tokenizer | None = None) -> tuple[GPT, Tokenizer | None]:

@@ -1,6 +1,10 @@
 """Checkpoints and exports: what a checkpoint holds, ``lightningllm export``, and ``--model.init_from``."""
 
+import hashlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors import safe_open
 
-from lightningllm.checkpoint import EXPORT_FILES, load_checkpoint
+from lightningllm.checkpoint import EXPORT_FILES, EXPORT_MARKER, export_checkpoint, load_checkpoint
 from lightningllm.cli import build_cli, main
 from lightningllm.data import Tokenizer
 from lightningllm.model import GPT, GPTConfig, generate
@@ -64,8 +68,9 @@ def test_a_checkpoint_keeps_the_shape_once_as_its_only_hyperparameter(checkpoint
     assert model.config.vocab_size == tokenizer.vocab_size  # taken from the data's tokenizer
 
 
-def test_export_writes_config_weights_and_tokenizer_only(exported, checkpoint):
-    assert sorted(p.name for p in exported.iterdir()) == sorted(EXPORT_FILES)
+def test_export_writes_config_weights_tokenizer_and_the_marker_only(exported, checkpoint):
+    assert sorted(p.name for p in exported.iterdir()) == sorted([*EXPORT_FILES, EXPORT_MARKER])
+    assert json.loads((exported / EXPORT_MARKER).read_text())["files"] == list(EXPORT_FILES)
     assert [p.name for p in exported.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
     stored = torch.load(checkpoint, weights_only=True)
     assert json.loads((exported / "config.json").read_text()) == stored["hyper_parameters"]["config"]
@@ -74,6 +79,16 @@ def test_export_writes_config_weights_and_tokenizer_only(exported, checkpoint):
         names = set(weights.keys())
     assert len({"wte.weight", "lm_head.weight"} & names) == 1  # the tied embedding is stored once
     assert not any(name.startswith(("model.", "_orig_mod.")) for name in names)
+
+
+def test_exported_files_have_the_usual_mode(exported):
+    """model.safetensors is not 0600 (the safetensors writer's) beside 0644 siblings."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in exported.iterdir()} == dict.fromkeys(
+        [*EXPORT_FILES, EXPORT_MARKER], 0o666 & ~umask
+    )
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_exported_model_gives_the_checkpoints_logits_exactly(exported, checkpoint):
@@ -126,15 +141,56 @@ def test_export_of_a_compiled_models_checkpoint_strips_the_prefix(exported, chec
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
 
 
-def test_export_replaces_an_earlier_export(checkpoint, tmp_path, capsys):
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) by its path, with a hash of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def users_earlier_export(exported: Path, out: Path) -> dict[str, str]:
+    """A copy of ``exported`` at ``out`` with a README and an evals/ folder the user added; their snapshot."""
+    shutil.copytree(exported, out)
+    (out / "README.md").write_text("# my model\n")
+    (out / "evals").mkdir()
+    (out / "evals" / "scores.json").write_text('{"exact_match": 0.5}\n')
+    return {name: digest for name, digest in snapshot(out).items() if name.startswith(("README", "evals"))}
+
+
+def test_reexporting_replaces_our_files_and_keeps_the_users(exported, checkpoint, tmp_path, capsys):
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "config.json").write_text("{}")
-    (out / "stale.txt").write_text("from an earlier export")
+    users = users_earlier_export(exported, out)
+    (out / "model.safetensors").write_bytes(b"an export that went wrong")  # ours: it gets replaced
     main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
-    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES)
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert "exported" in capsys.readouterr().out
+    after = snapshot(out)
+    assert {name: after[name] for name in users} == users
+    ours = {name: digest for name, digest in snapshot(exported).items()}
+    assert {name: after[name] for name in ours} == ours
+    assert sorted(after) == sorted([*users, *ours])  # no staging folder left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_an_export_from_before_the_marker_is_replaced_when_it_holds_exactly_our_files(exported, checkpoint, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in EXPORT_FILES:
+        (out / name).write_text("from an older lightningllm")
+    export_checkpoint(checkpoint, out)
+    assert snapshot(out) == snapshot(exported)
+
+
+def test_an_export_without_a_tokenizer_removes_ours_but_keeps_the_users_files(exported, checkpoint, tmp_path):
+    stored = torch.load(checkpoint, weights_only=True)
+    del stored["tokenizer"]
+    torch.save(stored, tmp_path / "no_tokenizer.ckpt")
+    out = tmp_path / "model"
+    users = users_earlier_export(exported, out)
+    export_checkpoint(tmp_path / "no_tokenizer.ckpt", out)
+    assert not (out / "tokenizer.json").exists()
+    assert json.loads((out / EXPORT_MARKER).read_text())["files"] == ["config.json", "model.safetensors"]
+    assert {name: snapshot(out)[name] for name in users} == users
+    GPT.from_pretrained(out)
 
 
 def _bad_inputs(tmp_path: Path, checkpoint: Path) -> dict[str, tuple[list[str], str]]:
@@ -144,6 +200,16 @@ def _bad_inputs(tmp_path: Path, checkpoint: Path) -> dict[str, tuple[list[str], 
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "someones_folder").mkdir()
     (tmp_path / "someones_folder" / "notes.txt").write_text("keep me")
+    (tmp_path / "project" / "src").mkdir(parents=True)  # item 1: a config.json does not make it an export
+    (tmp_path / "project" / "config.json").write_text("{}")
+    (tmp_path / "project" / "main.py").write_text("print('mine')")
+    (tmp_path / "project" / "src" / "util.py").write_text("X = 1")
+    (tmp_path / "older").mkdir()  # an export's files and one more, with no marker: not provably ours
+    for name in [*EXPORT_FILES, "notes.txt"]:
+        (tmp_path / "older" / name).write_text("{}")
+    (tmp_path / "marked").mkdir()
+    (tmp_path / "marked" / EXPORT_MARKER).write_text('{"files": ["main.py"]}')
+    (tmp_path / "marked" / "main.py").write_text("print('mine')")
     ckpt, out = str(checkpoint), str(tmp_path / "out")
     return {
         "missing": (["--ckpt_path", str(tmp_path / "no.ckpt"), "--out", out], "does not exist"),
@@ -152,10 +218,16 @@ def _bad_inputs(tmp_path: Path, checkpoint: Path) -> dict[str, tuple[list[str], 
         "objects": (["--ckpt_path", str(tmp_path / "objects.ckpt"), "--out", out], "could run arbitrary code"),
         "unwritable": (["--ckpt_path", ckpt, "--out", str(tmp_path / "a_file" / "out")], "cannot write the export"),
         "not_an_export": (["--ckpt_path", ckpt, "--out", str(tmp_path / "someones_folder")], "not a lightningllm"),
+        "config_json_and_code": (["--ckpt_path", ckpt, "--out", str(tmp_path / "project")], "not a lightningllm"),
+        "export_and_more": (["--ckpt_path", ckpt, "--out", str(tmp_path / "older")], "not a lightningllm"),
+        "foreign_marker": (["--ckpt_path", ckpt, "--out", str(tmp_path / "marked")], f"its {EXPORT_MARKER} is not"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "foreign", "objects", "unwritable", "not_an_export"])
+EXPORT_ERRORS = ["missing", "corrupt", "foreign", "objects", "unwritable", "not_an_export", "config_json_and_code"]
+
+
+@pytest.mark.parametrize("case", [*EXPORT_ERRORS, "export_and_more", "foreign_marker"])
 def test_export_errors_are_one_line_and_write_nothing(case, checkpoint, tmp_path, capsys):
     args, expected = _bad_inputs(tmp_path, checkpoint)[case]
     before = sorted(str(p) for p in tmp_path.rglob("*"))
@@ -165,23 +237,73 @@ def test_export_errors_are_one_line_and_write_nothing(case, checkpoint, tmp_path
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    if case == "config_json_and_code":
+        assert lines == [
+            f"error: --out {tmp_path / 'project'} is a non-empty folder that is not a lightningllm export "
+            f"(no {EXPORT_MARKER}): choose a new or empty folder"
+        ]
 
 
-def test_a_failed_export_leaves_the_earlier_one_untouched(checkpoint, tmp_path, monkeypatch, capsys):
+EXPORT_CHILD = """
+import json, resource, signal, sys, time
+from lightningllm import checkpoint
+
+ckpt_path, out, mode = sys.argv[1:]
+if mode == "full":  # writes past 16 KiB fail with EFBIG, as writes to a full disk fail with ENOSPC
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 14, resource.RLIM_INFINITY))
+else:  # the weights are written, then the export waits to be killed before moving its files in
+    write = checkpoint._write_export
+
+    def write_then_wait(*args):
+        write(*args)
+        print("written", flush=True)
+        time.sleep(600)
+
+    checkpoint._write_export = write_then_wait
+try:
+    checkpoint.export_checkpoint(ckpt_path, out)
+    print(json.dumps({"error": None}))
+except Exception as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+"""
+
+
+def export_in_a_child(checkpoint: Path, out: Path, mode: str) -> subprocess.Popen:
+    args = [sys.executable, "-c", EXPORT_CHILD, str(checkpoint), str(out), mode]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_full_disk_leaves_the_earlier_export_and_the_users_files(exported, checkpoint, tmp_path):
+    """Item 14: one line naming the folder; a new folder is not created, an earlier export is untouched."""
     out = tmp_path / "model"
-    main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    users_earlier_export(exported, out)
+    before = snapshot(out)
+    for target in (out, tmp_path / "new"):
+        process = export_in_a_child(checkpoint, target, "full")
+        stdout, _ = process.communicate(timeout=120)
+        error = json.loads(stdout.strip().splitlines()[-1])["error"]
+        assert error == f"OSError: cannot write the export to {target}: File too large"
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*EXPORT_FILES, EXPORT_MARKER, "README.md", "evals"])
 
-    def fail_halfway(self, directory):
-        (Path(directory) / "config.json").write_text("{}")
-        raise OSError("No space left on device")
 
-    monkeypatch.setattr(GPT, "save_pretrained", fail_halfway)
-    with pytest.raises(SystemExit):
-        main(["export", "--ckpt_path", str(checkpoint), "--out", str(out)])
-    assert capsys.readouterr().err.strip().endswith("error: No space left on device")
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+def test_an_export_killed_half_way_leaves_the_earlier_one_and_the_next_cleans_up(exported, checkpoint, tmp_path):
+    out = tmp_path / "model"
+    users_earlier_export(exported, out)
+    (out / "model.safetensors").write_bytes(b"an earlier export's weights")
+    before = snapshot(out)
+    process = export_in_a_child(checkpoint, out, "kill")
+    assert process.stdout.readline().strip() == "written"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    (staging,) = [p for p in out.iterdir() if p.name.startswith(f"{EXPORT_MARKER}.tmp-")]
+    assert {p.name for p in staging.iterdir()} == {*EXPORT_FILES, EXPORT_MARKER}  # killed with everything written
+    assert {name: digest for name, digest in snapshot(out).items() if not name.startswith(staging.name)} == before
+    export_checkpoint(checkpoint, out)
+    assert not staging.exists()
+    assert snapshot(out)["model.safetensors"] == snapshot(exported)["model.safetensors"]
 
 
 @pytest.mark.parametrize("args", [["export", "--help"], ["--help"]], ids=["export_help", "help"])

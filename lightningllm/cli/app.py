@@ -21,13 +21,15 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightningllm.checkpoint import RUN_CONFIG_KEY
-from lightningllm.training import LitGPT, PredictionWriter
+from lightningllm.cli.errors import config_error_line
+from lightningllm.training import LastCheckpoint, LitGPT, PredictionWriter
 
 DEFAULT_ROOT_DIR = "logs/default"
 EXPORT_HELP = (
@@ -36,13 +38,22 @@ EXPORT_HELP = (
     "see `lightningllm export --help`."
 )
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+ATOMIC_CHECKPOINT_IO = "lightningllm.training.AtomicCheckpointIO"
 
 
 class RunConfigSaver(SaveConfigCallback):
     """Saves the run's config as ``config.yaml`` in the log folder and, as YAML, in every checkpoint.
 
-    ``predict`` leaves no files but its output, so it saves no config.
+    ``predict`` leaves no files but its output, so it saves no config. ``run_config`` is the config as
+    given, before ``LightningLLMCLI`` placed the logger and checkpoint folders under
+    ``default_root_dir``: a ``validate``/``test`` from the checkpoint then writes under its own
+    ``--trainer.default_root_dir``, not the training run's folder.
     """
+
+    def __init__(self, *args, run_config: Namespace | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.given_config = run_config if run_config is not None else self.config
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         if stage != "predict":
@@ -51,7 +62,7 @@ class RunConfigSaver(SaveConfigCallback):
     @functools.cached_property
     def run_config(self) -> str:
         """The run's config as YAML, dumped once for all the checkpoints of the run."""
-        return self.parser.dump(self.config, skip_none=False)
+        return self.parser.dump(self.given_config, skip_none=False)
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[RUN_CONFIG_KEY] = self.run_config
@@ -91,9 +102,44 @@ class LightningLLMCLI(LightningCLI):
         self.predict_output = predict_output
         super().__init__(*args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI applies a checkpoint's hyperparameters (the model's shape) over the command line's.
+
+        A shape the command line gives that differs would be silently replaced: refuse it in one line.
+        (LightningCLI has no public hook between parsing and this merge.)
+        """
+        subcommand = self.config.get("subcommand")
+        given = self.config[subcommand].get("model.config") if subcommand else None
+        super()._parse_ckpt_path()
+        stored = self.config[subcommand].get("model.config") if subcommand else None
+        if given is None or stored is None:
+            return
+        changed = [
+            f"model.config.{key} {stored[key]!r} -> {value!r}"
+            for key, value in vars(given).items()
+            if value is not None and stored.get(key) != value
+        ]
+        if changed:
+            raise ValueError(
+                f"--ckpt_path {self.config[subcommand].ckpt_path} holds a model of another shape: "
+                f"{', '.join(changed)}; "
+                "a checkpoint keeps its shape (drop those options), or start a new model from its weights "
+                "with `lightningllm export` and --model.init_from"
+            )
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.get("default_root_dir")
+        if root and Path(root).exists() and not Path(root).is_dir():
+            raise ValueError(f"trainer.default_root_dir {root} is a file: name a folder for the run's outputs")
+        accelerator = config.trainer.get("accelerator")
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"trainer.accelerator={accelerator}, but torch finds no CUDA GPU on this machine: "
+                "use --trainer.accelerator cpu (or auto)"
+            )
         self._default_tokenizer_from_init_from(config)
+        self.save_config_kwargs = {**self.save_config_kwargs, "run_config": config.clone()}
         self._place_run_outputs(config)
 
     @staticmethod
@@ -127,6 +173,8 @@ class LightningLLMCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
+        if not any(isinstance(cb, LastCheckpoint) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(LastCheckpoint())  # after the ModelCheckpoints, which Lightning puts last
         if self.config.fit.get("ckpt_path"):
             return  # resuming: the checkpoints in the folder are this run's
         for callback in self.trainer.checkpoint_callbacks:
@@ -136,35 +184,69 @@ class LightningLLMCLI(LightningCLI):
     def before_predict(self) -> None:
         writers = [cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)]
         if not writers:
-            self.trainer.callbacks.append(PredictionWriter(self.predict_output or "predictions.jsonl"))
+            writers = [PredictionWriter(self.predict_output or "predictions.jsonl")]
+            self.trainer.callbacks.append(writers[0])
         elif self.predict_output:
             writers[0].output = Path(self.predict_output)
+        writers[0].check_output()  # before the model loads
 
 
-def _quiet_lightning() -> None:
-    """Drop Lightning's advertising tips and two warnings that do not apply to token streams."""
+def _tidy_lightning_output() -> None:
+    """Lightning's notices ("GPU available", "Seed set to") go to stdout, so stderr holds only what went wrong;
+    drop its advertising tips, its SIGTERM notice (LastCheckpoint says what it did) and two warnings that
+    do not apply to token streams."""
     import logging
     import warnings
 
     class _NoTips(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage()
+            message = record.getMessage()
+            return "Tip:" not in message and "Received SIGTERM" not in message
 
-    for handler in logging.getLogger("lightning.pytorch").handlers:
-        handler.addFilter(_NoTips())
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_NoTips())
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+    # Notices about what the command does on purpose: predict samples unseeded unless --model.sample_seed;
+    # a checkpoint's shape replaces the command line's (checked first: LightningLLMCLI._parse_ckpt_path);
+    # a resumed or repeated run writes into its own checkpoint folder.
+    warnings.filterwarnings("ignore", message=r".*No seed found, seed set to.*")
+    warnings.filterwarnings("ignore", message=r".*Be aware that when using `ckpt_path`, hyperparameters.*")
+    warnings.filterwarnings("ignore", message=r".*Be aware that when using `ckpt_path`, callbacks used to create.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from .* won't be reloaded.*")
 
 
 def run(argv: list[str], predict_output: str | None = None) -> LightningLLMCLI:
-    """Run a subcommand; ``argv`` starts with it (``fit``, ``validate``, ``test``, ``predict``)."""
-    _quiet_lightning()
+    """Run a subcommand; ``argv`` starts with it (``fit``, ``validate``, ``test``, ``predict``).
+
+    A parser error is a ``ValueError`` of one line naming the key and the config file; so is a trainer
+    setting Lightning refuses.
+    """
+    from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    _tidy_lightning_output()
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; passing args= as well makes it warn
-    return build_cli(None, predict_output=predict_output)
+    try:
+        return build_cli(None, predict_output=predict_output, exit_on_error=False)
+    except ArgumentError as err:
+        raise ValueError(config_error_line(str(err), argv)) from None
+    except MisconfigurationException as err:
+        raise ValueError(f"trainer: {str(err).strip().splitlines()[0]}") from None
 
 
-def build_cli(args: list[str] | None, run: bool = True, predict_output: str | None = None) -> LightningLLMCLI:
-    """The LightningCLI object; ``run=False`` only parses and instantiates (used by tests and benchmarks)."""
+def build_cli(
+    args: list[str] | None, run: bool = True, predict_output: str | None = None, exit_on_error: bool = True
+) -> LightningLLMCLI:
+    """The LightningCLI object; ``run=False`` only parses and instantiates (used by tests and benchmarks).
+
+    ``exit_on_error=False``: a parser error raises jsonargparse's ``ArgumentError`` instead of printing the usage.
+    """
+    parser = {"exit_on_error": exit_on_error}
     return LightningLLMCLI(
         LitGPT,
         L.LightningDataModule,
@@ -174,7 +256,9 @@ def build_cli(args: list[str] | None, run: bool = True, predict_output: str | No
         predict_output=predict_output,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": EXPORT_HELP},
-        trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
+        parser_kwargs={"epilog": EXPORT_HELP, **parser, **{name: parser for name in SUBCOMMANDS}},
+        # Checkpoints written beside their target and renamed over it: a crash or a full disk never truncates
+        # last.ckpt (Lightning's own writer goes through $TMPDIR and copies across filesystems).
+        trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR, "plugins": [{"class_path": ATOMIC_CHECKPOINT_IO}]},
         auto_configure_optimizers=False,
     )

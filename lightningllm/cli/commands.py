@@ -15,6 +15,9 @@ import json
 import os
 import sys
 
+from lightningllm import signals
+from lightningllm.cli.errors import check_config_files
+
 PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
 
 TOP_LEVEL_HELP = """\
@@ -41,18 +44,24 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(TOP_LEVEL_HELP, end="")  # without importing Lightning: answers in a fraction of a second
         return
+    signals.install()  # SIGTERM/SIGINT: clean up, save where training is, exit 143/130
     try:
         if argv[:1] == ["export"]:
             export(argv[1:])
             return
+        check_config_files(argv)
         argv, predict_output = expand_predict_shortcuts(argv)
         argv = config_from_checkpoint(argv, given_checkpoint(argv))
         from lightningllm.cli.app import run
 
         run(argv, predict_output)
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    except SystemExit as stop:
+        signum = signals.received()
+        if signum is None or (stop.code not in (None, 0) and not isinstance(stop, signals.Interrupted)):
+            raise
+        if not signals.reported():
+            print(f"interrupted by {signals.Interrupted(signum).name}", file=sys.stderr)
+        sys.exit(128 + signum)  # Lightning's own SIGTERM exit has code 0: a scheduler would see success
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         if os.environ.get("LIGHTNINGLLM_DEBUG"):
             raise
@@ -84,6 +93,9 @@ def expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
     """Turn ``--prompt X --prompt_file F --output O`` into the data-module arguments they stand for."""
     if not argv or argv[0] != "predict":
         return argv, None
+    given = {arg.split("=", 1)[0] for arg in argv}
+    if not given & {"--prompt", "--prompt_file", "--data", "--config", "-c", "-h", "--help", "--print_config"}:
+        raise ValueError("predict needs prompts: --prompt TEXT (repeatable) or --prompt_file FILE")
     prompts, prompt_file, output, rest = [], None, None, []
     i = 0
     while i < len(argv):
@@ -125,9 +137,11 @@ def given_checkpoint(argv: list[str]) -> dict | None:
     ckpt_path = _option(argv, "--ckpt_path")
     if ckpt_path in (None, "last", "best", "hpc", "registry") or any(a in ("-h", "--help") for a in argv):
         return None
-    from lightningllm.checkpoint import read_checkpoint
+    from lightningllm.checkpoint import check_checkpoint, read_checkpoint
 
-    return read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    check_checkpoint(checkpoint, ckpt_path)
+    return checkpoint
 
 
 def config_from_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:
@@ -151,9 +165,16 @@ def config_from_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str
     return [argv[0], f"--config={stored}", "--model.init_from=null", *argv[1:]]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that raises a one-line ``ValueError`` instead of printing its usage and exiting."""
+
+    def error(self, message: str):
+        raise ValueError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def export(argv: list[str]) -> None:
     """``lightningllm export``: a checkpoint → config.json, model.safetensors and tokenizer.json in one folder."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="lightningllm export",
         description="Write a portable model folder (config.json, model.safetensors, tokenizer.json; no pickle) "
         "that GPT.from_pretrained(DIR) loads without Lightning and `fit --model.init_from DIR` trains on from.",

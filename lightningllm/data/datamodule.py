@@ -5,9 +5,12 @@ with any ``Trainer``, in this app or in someone else's project. A subclass says 
 one method, ``corpus()``, and holds its own settings; this class holds the tokenizer, sample and
 loader settings. ``prepare_data`` (once per node) prepares the corpus and caches it by
 fingerprint (``lightningllm.data.prepare``); ``setup`` only opens the shards. Each sample is
-``block_size + 1`` consecutive tokens, split into inputs and targets (``decode_sample``). The
-state saved in checkpoints lets ``fit --ckpt_path`` refuse, in one line, to resume on data that
-no longer matches.
+``block_size + 1`` consecutive tokens, split into inputs and targets (``decode_sample``). Every
+setting is checked at construction (``lightningllm.data.checks``), and ``setup`` refuses a split
+its stage reads that holds no batch (Lightning would train or validate on nothing and exit 0),
+in one line with its token count, what one batch needs, and what to change: a subclass words
+the last two with ``data_source`` and ``more_data_hint``. The state saved in checkpoints lets
+``fit --ckpt_path`` refuse, in one line, to resume on data that no longer matches.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from lightningllm.data.checks import check_choice, check_int
 from lightningllm.data.contract import TokenDataModule
 from lightningllm.data.prepare import SPLITS, Corpus, TokenizerSpec, corpus_dir, prepare_corpus, read_report
-from lightningllm.data.shards import decode_sample, is_prepared
+from lightningllm.data.shards import MAX_VOCAB_SIZE, count_samples, decode_sample, is_prepared
 from lightningllm.data.sources import DataError
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind, check_bpe_vocab_size
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+"""The splits each stage reads, checked by ``setup`` before a run starts."""
 
 
 class CorpusDataModule(TokenDataModule):
@@ -55,8 +62,18 @@ class CorpusDataModule(TokenDataModule):
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
         """
         super().__init__()
+        check_choice("data.tokenizer_kind", tokenizer_kind, ("bpe", "char"))
+        check_int("data.vocab_size", vocab_size, 1, MAX_VOCAB_SIZE)
         if tokenizer_kind == "bpe" and not tokenizer_path:
             check_bpe_vocab_size(vocab_size, "data.vocab_size", DataError)
+        check_int("data.tokenizer_train_bytes", tokenizer_train_bytes, 1)
+        check_int("data.block_size", block_size, 1)
+        check_int("data.batch_size", batch_size, 1)
+        check_int("data.num_workers", num_workers, 0)
+        check_int("data.seed", seed, 0, 2**32 - 1)  # numpy's seed range, which the shuffle uses
+        check_int("data.prepare_workers", prepare_workers, 1)
+        if not isinstance(cache_dir, str | Path) or not str(cache_dir):
+            raise DataError(f"data.cache_dir must be a folder path (got {cache_dir!r})")
         self.tokenizer_kind = tokenizer_kind
         self.vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path
@@ -77,6 +94,14 @@ class CorpusDataModule(TokenDataModule):
         """The corpus this module prepares and reads; every subclass implements it."""
         raise NotImplementedError(f"{type(self).__name__} must implement corpus()")
 
+    def data_source(self) -> str:
+        """How errors name this module's data, e.g. ``data.sources notes/``; the corpus's name by default."""
+        return f"corpus {self.corpus().name}"
+
+    def more_data_hint(self, split: str) -> str:
+        """What to change when ``split`` holds too little data, e.g. ``raise data.val_fraction (now 0.05)``."""
+        return f"give the corpus more {split} documents"
+
     @property
     def tokenizer_spec(self) -> TokenizerSpec:
         """The tokenizer settings, as ``prepare_corpus`` takes them."""
@@ -91,13 +116,18 @@ class CorpusDataModule(TokenDataModule):
 
     def prepare_data(self) -> None:
         """Prepare the corpus into ``prepared_dir``, or reuse it when it is already there."""
-        prepare_corpus(self.corpus(), self.prepared_dir, self.tokenizer_spec, self.block_size, self.prepare_workers)
+        prepare_corpus(self.corpus(), self.prepared_dir, self.tokenizer_spec, self.prepare_workers)
 
     # --- loading ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Open the prepared shards (preparing them first if this process has not)."""
-        if self.tokenizer is not None and self._datasets:
-            return
+        """Open the prepared shards (preparing them first if this process has not); refuse, in one line,
+        a split the stage reads (``fit``: train and val) that holds too little for one batch."""
+        if not self._datasets:
+            self._open()
+        for split in STAGE_SPLITS.get(stage or "fit", ()):
+            self._loader(split)
+
+    def _open(self) -> None:
         directory = self.prepared_dir
         if not is_prepared(directory):
             self.prepare_data()
@@ -107,7 +137,7 @@ class CorpusDataModule(TokenDataModule):
 
         for split in SPLITS:
             if not self.report["tokens"].get(split):
-                continue  # an empty test split has no shards
+                continue  # an empty split has no shards
             self._datasets[split] = StreamingDataset(
                 str(directory / split),
                 item_loader=TokensLoader(block_size=self.block_size + 1),
@@ -115,11 +145,6 @@ class CorpusDataModule(TokenDataModule):
                 drop_last=split == "train",
                 seed=self.seed,
                 transform=decode_sample,
-            )
-        if len(self._datasets["val"]) == 0:
-            raise DataError(
-                f"the validation split has {self.report['tokens']['val']} tokens, fewer than one block of "
-                f"{self.block_size + 1}: raise data.val_fraction or lower data.block_size"
             )
 
     @property
@@ -134,15 +159,40 @@ class CorpusDataModule(TokenDataModule):
         return len(self._datasets["train"])
 
     def _loader(self, split: str):
-        from litdata import StreamingDataLoader
+        """The loader of ``split``; a ``DataError`` when it would hold no batch (Lightning would run none)."""
+        from lightningllm.data.loader import TokenLoader
 
-        return StreamingDataLoader(
+        if split not in self._datasets:
+            raise self._too_little(split, drop_last=split == "train")
+        loader = TokenLoader(
             self._datasets[split],
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=False,
             drop_last=split == "train",
         )
+        if len(loader) == 0:
+            raise self._too_little(split, drop_last=self._datasets[split].drop_last)
+        return loader
+
+    def _too_little(self, split: str, drop_last: bool) -> DataError:
+        """The one line that says what ``split`` holds, what one batch of it needs, and what to change."""
+        window = self.block_size + 1
+        tokens = self.report["tokens"].get(split, 0)
+        samples = count_samples(self.prepared_dir / split, window) if tokens else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        plural = "" if samples == 1 else "s"
+        has = f"the {split} split of {self.data_source()} has {tokens:,} tokens ({samples:,} sample{plural} of "
+        has += f"data.block_size + 1 = {window})"
+        if drop_last:  # only whole batches, on every process
+            processes = f"{world} processes × " if world > 1 else ""
+            total = world * self.batch_size * window
+            needs = f"one batch needs {processes}data.batch_size {self.batch_size} × {window} = {total:,} tokens"
+            lower = "data.batch_size or data.block_size"
+        else:
+            needs, lower = f"one sample needs {window} tokens", "data.block_size"
+        what = {"train": "training", "val": "validation", "test": "test"}[split]
+        return DataError(f"too little {what} data: {has}, and {needs}; {self.more_data_hint(split)}, or lower {lower}")
 
     def train_dataloader(self):
         return self._loader("train")
@@ -152,11 +202,6 @@ class CorpusDataModule(TokenDataModule):
 
     def test_dataloader(self):
         """Batches of the test split; a ``DataError`` when it holds less than one sample."""
-        if "test" not in self._datasets or len(self._datasets["test"]) == 0:
-            raise DataError(
-                f"the test split has {self.report['tokens'].get('test', 0)} tokens, fewer than one block of "
-                f"{self.block_size + 1}: hold out more test data or lower data.block_size"
-            )
         return self._loader("test")
 
     # --- resuming: the loader position is only meaningful for the same data and sampling ----

@@ -7,18 +7,20 @@ reads the documents once, writing each to the pieces of its split (``train``, ``
 the training text, bounded in size; for a character vocabulary every character of every split,
 so held-out text never turns into ``<|unk|>``. It then trains the tokenizer (or loads the given
 file), tokenizes each split into shards in worker processes and writes ``report.json``. The
-folder is built aside and renamed into place only when complete (``lightningllm.atomic``), and
-the global RNGs are left as they were, so a first run and a cached run with the same seed
-initialize the same model. ``corpus_dir`` names the folder by a fingerprint of the corpus and
-tokenizer settings: the same settings reuse it without tokenizing again.
+folder is built in a locked staging folder beside it and renamed into place only when complete
+(``lightningllm.data.staging``: however preparation ends, even by SIGTERM, no staging folder
+stays behind, and one left by a killed run is removed by the next). The global RNGs are left
+as they were, so a first run and a cached run with the same seed initialize the same model.
+``corpus_dir`` names the folder by a fingerprint of the corpus and tokenizer settings: the same
+settings reuse it without tokenizing again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +30,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from lightningllm.atomic import atomic_directory
 from lightningllm.data.instruct import Segment
-from lightningllm.data.shards import COMPLETE_MARKER, PieceWriter, count_tokens, fingerprint, is_prepared, write_shards
+from lightningllm.data.shard_writer import write_shards
+from lightningllm.data.shards import COMPLETE_MARKER, PieceWriter, count_tokens, fingerprint, is_prepared
 from lightningllm.data.sources import CleaningReport, DataError, fingerprint_files, in_sample
+from lightningllm.data.staging import remove_abandoned, staging_directory
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -57,7 +60,7 @@ class Corpus(Protocol):
     def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
         """Yield ``(split, segments, ends_with_eos)`` per document, ``split`` one of ``train``, ``val``,
         ``test``; a segment is ``(text, trained)``, and context (``trained=False``) is read but not
-        trained on. Counts what was read and kept in ``report``; an empty ``test`` split is allowed."""
+        trained on. Counts what was read and kept in ``report``; a split may get no documents."""
         ...
 
 
@@ -76,8 +79,15 @@ class TokenizerSpec:
 
     def fingerprint(self) -> list:
         """The settings, and the given file's path, size and mtime: any change re-prepares the corpus."""
-        tokenizer_file = fingerprint_files([Path(self.path)]) if self.path else None
-        return [self.kind, self.vocab_size, tokenizer_file, self.train_bytes]
+        return [self.kind, self.vocab_size, fingerprint_files([self.file]) if self.path else None, self.train_bytes]
+
+    @property
+    def file(self) -> Path:
+        """The ``tokenizer.json`` that ``path`` names (it may name its folder); a ``FileNotFoundError`` if none."""
+        file = Path(self.path) / "tokenizer.json" if Path(self.path).is_dir() else Path(self.path)
+        if not file.is_file():
+            raise FileNotFoundError(f"tokenizer file {file} not found")
+        return file
 
 
 def corpus_dir(corpus: Corpus, tokenizer: TokenizerSpec, cache_dir: str | Path) -> Path:
@@ -92,24 +102,29 @@ def read_report(directory: Path) -> dict:
     return json.loads((directory / COMPLETE_MARKER).read_text())
 
 
-def prepare_corpus(corpus: Corpus, target: Path, tokenizer: TokenizerSpec, block_size: int, workers: int = 2) -> dict:
+def prepare_corpus(corpus: Corpus, target: Path, tokenizer: TokenizerSpec, workers: int = 2) -> dict:
     """Prepare ``corpus`` into ``target`` unless it is already there; return its report.
+
+    A split may come out empty (no shards, 0 tokens): whether a split holds enough for a batch is
+    for the data module to judge, which knows its batch size. Abandoned staging folders of killed
+    runs in ``target``'s parent are removed on the way.
 
     Args:
         corpus: the documents to prepare.
         target: the folder to fill, normally ``corpus_dir(corpus, tokenizer, cache_dir)``.
         tokenizer: how to get the tokenizer.
-        block_size: tokens per sample; the training split must hold at least one sample.
         workers: processes that tokenize and write shards (1 keeps the document order exactly).
 
     Raises:
-        DataError: when a split that must not be empty (train, val) is, or training holds too few tokens.
+        DataError: when the corpus has no documents.
+        OSError: one line naming the path, when a source cannot be read or the cache folder written.
     """
     if is_prepared(target):
+        remove_abandoned(target.parent)
         print(f"data: reusing prepared shards in {target}")
         return read_report(target)
     with _preserved_rng_state():
-        return _prepare(corpus, target, tokenizer, block_size, workers)
+        return _prepare(corpus, target, tokenizer, workers)
 
 
 @contextlib.contextmanager
@@ -123,19 +138,37 @@ def _preserved_rng_state() -> Iterator[None]:
         torch.random.set_rng_state(states[2])
 
 
-def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, block_size: int, workers: int) -> dict:
+def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, workers: int) -> dict:
+    with staging_directory(target.parent, target.name) as staging:
+        built, work = staging / "prepared", staging / "work"
+        try:
+            built.mkdir()
+            work.mkdir()
+            summary, message = _build(corpus, built, work, spec, workers)
+        except OSError as err:
+            if err.errno is None:  # worded already (a missing tokenizer file, say)
+                raise
+            if err.filename and not str(err.filename).startswith(str(staging)):
+                raise OSError(f"cannot read {err.filename}: {err.strerror}") from None
+            raise OSError(f"cannot write the prepared data in {target.parent}: {err.strerror}") from None
+        except RuntimeError as err:  # the shard writer's, which names no folder the user knows
+            raise RuntimeError(f"preparing the data in {target.parent} failed: {err}") from None
+        _install(built, target, staging)
+    print(f"data: {message}; shards in {target}")
+    return summary
+
+
+def _build(corpus: Corpus, out: Path, work: Path, spec: TokenizerSpec, workers: int) -> tuple[dict, str]:
+    """Read, split, train the tokenizer, tokenize: the complete prepared folder in ``out``; its report and summary."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    with (
-        atomic_directory(target, "the prepared data") as tmp,
-        tempfile.TemporaryDirectory(dir=target.parent) as scratch,
-    ):
-        report = CleaningReport()
-        writers = {split: PieceWriter(Path(scratch), split) for split in SPLITS}
-        size = corpus.size_bytes()
-        rate = 1.0 if size == 0 else spec.train_bytes / size
-        sample: list[str] = []
-        characters: set[str] = set()
+    report = CleaningReport()
+    writers = {split: PieceWriter(work, split) for split in SPLITS}
+    size = corpus.size_bytes()
+    rate = 1.0 if size == 0 else spec.train_bytes / size
+    sample: list[str] = []
+    characters: set[str] = set()
+    try:
         for split, segments, eos in corpus.documents(report):
             writers[split].write(segments, eos)
             if spec.path:
@@ -145,43 +178,48 @@ def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, block_size: int,
                 characters.update(text)
             elif split == "train" and (not sample or in_sample(text, rate)):
                 sample.append(text)  # the first piece always: a sample is never empty
+    finally:
         for writer in writers.values():
             writer.close()
-        report.split_documents = {split: writer.documents for split, writer in writers.items()}
-        if report.documents_kept == 0:
-            raise DataError(f"corpus {corpus.name} has no documents")
-        for split in ("train", "val"):
-            if not writers[split].paths:
-                raise DataError(f"the {split} split is empty: the corpus has too few documents for its split fractions")
-        seconds["read_clean"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        tokenizer = _build_tokenizer(spec, sample or ["".join(sorted(characters))])
-        del sample
-        tokenizer.save(tmp / "tokenizer.json")
-        seconds["tokenizer"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        stats = {}
-        for split, writer in writers.items():
-            if writer.paths:  # an empty test split writes no shards
-                write_shards(writer.paths, tokenizer.to_str(), tmp / split, workers)
-            stats[split] = count_tokens(tmp / split) if writer.paths else 0
-        seconds["tokenize_write"] = time.perf_counter() - clock
-        if stats["train"] < block_size + 1:
-            raise DataError(
-                f"the training split has {stats['train']} tokens, fewer than one block of "
-                f"{block_size + 1}: add text or lower data.block_size"
-            )
-        summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
-        summary["text_bytes"] = {split: writer.text_bytes for split, writer in writers.items()}
-        summary["val_bytes"] = writers["val"].text_bytes
-        summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    report.split_documents = {split: writer.documents for split, writer in writers.items()}
+    if report.documents_kept == 0:
+        raise DataError(f"corpus {corpus.name} has no documents")
+    seconds["read_clean"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    tokenizer = _build_tokenizer(spec, sample or ["".join(sorted(characters))])
+    del sample
+    tokenizer.save(out / "tokenizer.json")
+    seconds["tokenizer"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    stats = {}
+    for split, writer in writers.items():
+        if writer.paths:  # an empty split writes no shards
+            write_shards(writer.paths, tokenizer.to_str(), out / split, workers, work)
+        stats[split] = count_tokens(out / split) if writer.paths else 0
+    seconds["tokenize_write"] = time.perf_counter() - clock
+    summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
+    summary["text_bytes"] = {split: writer.text_bytes for split, writer in writers.items()}
+    summary["val_bytes"] = writers["val"].text_bytes
+    summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    (out / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
-    print(f"data: {report.summary()}; tokens {stats}; {timing}; shards in {target}")
-    return summary
+    return summary, f"{report.summary()}; tokens {stats}; {timing}"
+
+
+def _install(built: Path, target: Path, staging: Path) -> None:
+    """Rename the complete folder into place, unless another run prepared the same data meanwhile."""
+    if is_prepared(target):
+        return  # the same corpus and settings: its folder is as good as this one, and may be in use
+    if target.exists():  # an incomplete folder of this name: set aside, removed with the staging folder
+        os.replace(target, staging / "incomplete")
+    try:
+        os.replace(built, target)
+    except OSError:
+        if not is_prepared(target):  # not a run that finished first
+            raise
 
 
 def _build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> Tokenizer:
     if spec.path:
-        return Tokenizer.from_file(spec.path)
+        return Tokenizer.from_file(spec.file)
     return Tokenizer.train(texts, vocab_size=spec.vocab_size, kind=spec.kind)

@@ -33,12 +33,15 @@ class PromptDataModule(L.LightningDataModule):
             prompts: prompt strings; a literal ``\\n`` in them becomes a newline.
             prompt_file: a ``.jsonl`` file with a ``prompt`` field per line, or a text file with one
                 prompt per line (literal ``\\n`` becomes a newline).
-            batch_size: prompts generated together.
+            batch_size: prompts generated together (with ``model.sample_seed``, a prompt's completion is the
+                same at any batch size).
             chat: wrap each prompt in the chat format that instruction data trains on
                 (``<|user|>PROMPT<|end|><|assistant|>``), for models fine-tuned on prompt/response data.
             system: with ``chat``, a system message put before each prompt.
         """
         super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer (got {batch_size!r})")
         self.save_hyperparameters(logger=False)
         self.prompts = [p.replace("\\n", "\n") for p in (prompts or [])]
         self.prompt_file = prompt_file
@@ -50,7 +53,10 @@ class PromptDataModule(L.LightningDataModule):
         """Read the prompt file and wrap the prompts; a ``DataError`` when there are none."""
         prompts = list(self.prompts)
         if self.prompt_file:
-            prompts.extend(read_prompt_file(Path(self.prompt_file)))
+            from_file = read_prompt_file(Path(self.prompt_file))
+            if not from_file and not prompts:
+                raise DataError(f"prompt file {self.prompt_file} holds no prompts (one a line, or JSONL with 'prompt')")
+            prompts.extend(from_file)
         if not prompts:
             raise DataError("no prompts given: pass --prompt TEXT or --prompt_file FILE")
         if self.chat:

@@ -1,8 +1,9 @@
 """The shard format: documents → litdata token shards (``TokensLoader``), and a stored sample → a batch row.
 
 A prepared corpus is one folder ``<cache_dir>/<name>-<fingerprint>/`` holding ``tokenizer.json``,
-``train/``, ``val/`` and (when the corpus has one) ``test/`` litdata shards, and ``report.json``,
-written last as the mark of a complete folder (``lightningllm.data.prepare`` builds it). A split
+``train/``, ``val/`` and ``test/`` litdata shards (none for a split without documents), and
+``report.json``, written last as the mark of a complete folder (``lightningllm.data.prepare``
+builds it; ``lightningllm.data.shard_writer`` runs litdata's writer). A split
 is one stream of token ids, documents joined by EOS. A token the model reads but is not trained
 to predict (a prompt of instruction data) is stored with the top bit of its integer set;
 ``decode_sample`` turns a stored window of ``block_size + 1`` tokens into inputs and targets
@@ -14,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +37,10 @@ def is_prepared(directory: Path) -> bool:
     return (directory / COMPLETE_MARKER).is_file()
 
 
+MAX_VOCAB_SIZE = 2**31
+"""Token ids are stored in at most 32 bits, the top one being the context flag."""
+
+
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     """Smallest storage whose top bit stays free for the context-only flag."""
     return np.uint16 if vocab_size < 2**15 else np.uint32
@@ -47,12 +51,13 @@ def context_flag(dtype: np.dtype) -> int:
     return 1 << (8 * np.dtype(dtype).itemsize - 1)
 
 
-def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
+def tokenize_file(path: str, tokenizer_json: str, done_dir: str) -> Iterator[np.ndarray]:
     """litdata worker: encode one file of JSON-lines documents into a single token array.
 
     Each document is a list of ``(text, trained)`` segments. Tokens of context segments (the
     prompts of instruction data, the questions of a task corpus) are stored with the
-    context flag set, so the loss covers only the trained segments.
+    context flag set, so the loss covers only the trained segments. Once litdata has taken the
+    array, an empty ``<done_dir>/<file name>`` marks the file done (``lightningllm.data.shard_writer``).
     """
     tokenizer = _cached_tokenizer(tokenizer_json)
     with open(path, encoding="utf-8") as handle:
@@ -68,6 +73,7 @@ def _tokenize_file(path: str, tokenizer_json: str) -> Iterator[np.ndarray]:
         if doc["eos"]:
             flat.append(tokenizer.eos_id)
     yield np.asarray(flat, dtype=dtype)
+    Path(done_dir, Path(path).name).touch()
 
 
 @functools.lru_cache(maxsize=2)
@@ -114,38 +120,16 @@ class PieceWriter:
             self._handle = None
 
 
-def write_shards(
-    pieces: list[str],
-    tokenizer_json: str,
-    output_dir: Path,
-    num_workers: int,
-    chunk_tokens: int = 1 << 21,
-) -> None:
-    """Tokenize JSON-lines piece files into litdata token shards under ``output_dir``."""
-    from litdata import TokensLoader, optimize
-
-    # One worker keeps the document order (a curriculum, a corpus read in order, relies on it).
-    workers = max(1, min(num_workers, len(pieces)))
-    optimize(
-        fn=functools.partial(_tokenize_file, tokenizer_json=tokenizer_json),
-        inputs=pieces,
-        output_dir=str(output_dir),
-        chunk_size=chunk_tokens,
-        item_loader=TokensLoader(),
-        num_workers=workers,
-        reorder_files=False,
-        keep_data_ordered=True,
-        verbose=False,
-        mode="overwrite",
-        # fork skips re-importing torch in each worker: 0.3 s instead of ~6 s for a small corpus
-        start_method="fork" if sys.platform.startswith("linux") else None,
-    )
-
-
 def count_tokens(split_dir: Path) -> int:
     """Total tokens in a litdata token-shard folder, read from its index."""
     index = json.loads((split_dir / "index.json").read_text())
     return sum(chunk["dim"] for chunk in index["chunks"])
+
+
+def count_samples(split_dir: Path, window: int) -> int:
+    """Samples of ``window`` tokens in a token-shard folder: litdata cuts each chunk on its own, dropping its rest."""
+    index = json.loads((split_dir / "index.json").read_text())
+    return sum(chunk["dim"] // window for chunk in index["chunks"])
 
 
 def decode_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -182,10 +182,15 @@ def _normalized_chunks(path: Path, chunk_bytes: int | None = None) -> Iterator[s
             block = following
 
 
-def _looks_binary(path: Path) -> bool:
+def _not_text(path: Path) -> str | None:
+    """Why ``path`` cannot be read as UTF-8 text, judged by its first bytes; None when it can."""
     with path.open("rb") as handle:
         head = handle.read(_BINARY_SNIFF)
-    return b"\x00" in head
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # the UTF-32 marks begin the same way
+        return "is UTF-16 or UTF-32 text (it starts with a byte-order mark); save it as UTF-8"
+    if b"\x00" in head:
+        return "looks like a binary file (it contains NUL bytes), not text"
+    return None
 
 
 def _content_hash() -> hashlib.blake2b:
@@ -267,8 +272,9 @@ def iter_documents(files: list[Path], jsonl_field: str, report: CleaningReport) 
     dedupe = _Deduper(report)
     for path in files:
         report.files += 1
-        if _looks_binary(path):
-            raise DataError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+        problem = _not_text(path)
+        if problem:
+            raise DataError(f"{path} {problem}")
         if path.suffix.lower() in JSONL_SUFFIXES:
             yield from _jsonl_documents(path, jsonl_field, report, dedupe)
         else:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from lightningllm.data.checks import check_choice, check_fraction
 from lightningllm.data.datamodule import CorpusDataModule
 from lightningllm.data.instruct import Segment
 from lightningllm.data.sources import (
@@ -199,15 +200,16 @@ class TextDataModule(CorpusDataModule):
             tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
                 training text (all of it when the corpus is smaller), which bounds its time and memory.
         """
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        if not 0.0 <= test_fraction < 1.0:
-            raise DataError(f"data.test_fraction must be at least 0 and below 1, got {test_fraction}")
+        check_fraction("data.val_fraction", val_fraction, zero_allowed=False)
+        check_fraction("data.test_fraction", test_fraction, zero_allowed=True)
         if val_fraction + test_fraction >= 1.0:
             raise DataError(
-                f"data.val_fraction + data.test_fraction must be below 1 (some text must train), "
-                f"got {val_fraction} + {test_fraction}"
+                "data.val_fraction + data.test_fraction must be < 1, some text must train "
+                f"(got {val_fraction} + {test_fraction})"
             )
+        check_choice("data.split", split, ("hash", "tail"))
+        if not isinstance(jsonl_field, str) or not jsonl_field:
+            raise DataError(f"data.jsonl_field must be a field name (got {jsonl_field!r})")
         super().__init__(
             tokenizer_kind=tokenizer_kind,
             vocab_size=vocab_size,
@@ -223,15 +225,19 @@ class TextDataModule(CorpusDataModule):
         )
         self.save_hyperparameters(logger=False)
         self.sources = [sources] if isinstance(sources, str) else list(sources or [])
-        self.test_fraction = test_fraction
         self._corpus = TextFiles(self.sources, jsonl_field, val_fraction, test_fraction, split)
 
     def corpus(self) -> TextFiles:
         """The ``sources`` as a ``Corpus``, split as set."""
         return self._corpus
 
-    def test_dataloader(self):
-        """Batches of the held-out test text; a ``DataError`` when ``test_fraction`` is 0."""
-        if self.test_fraction == 0:
-            raise DataError("there is no test split: data.test_fraction is 0; set data.test_fraction (e.g. 0.05)")
-        return super().test_dataloader()
+    def data_source(self) -> str:
+        return f"data.sources {', '.join(self.sources)}"
+
+    def more_data_hint(self, split: str) -> str:
+        fractions = {"val": self._corpus.val_fraction, "test": self._corpus.test_fraction}
+        if split == "train":
+            return "add text (or lower data.val_fraction and data.test_fraction)"
+        if fractions[split] == 0:
+            return f"data.{split}_fraction is 0 (no {split} split): set it, e.g. to 0.05"
+        return f"raise data.{split}_fraction (now {fractions[split]}) or add text"

@@ -101,9 +101,13 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} not found")
         try:
-            return cls(HFTokenizer.from_file(str(path)))
+            hf = HFTokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises plain Exception subclasses with long text
-            raise ValueError(f"{path} is not a valid tokenizer.json ({str(err).splitlines()[0]})") from None
+            raise ValueError(f"{path} is not a valid tokenizer.json ({_first_line(err)})") from None
+        try:
+            return cls(hf)
+        except ValueError as err:  # a tokenizer.json, but not one of ours (another model's, say)
+            raise ValueError(f"{path} is not a lightningllm tokenizer: {err}") from None
 
     @classmethod
     def from_str(cls, json_text: str) -> Tokenizer:
@@ -117,7 +121,10 @@ class Tokenizer:
         if path.suffix != ".json":
             path = path / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.hf.save(str(path))
+        try:
+            self.hf.save(str(path))
+        except Exception as err:  # tokenizers wraps an OSError (a full disk, say) in a plain Exception
+            raise OSError(f"cannot write {path}: {_first_line(err)}") from None
         return path
 
     # --- use -----------------------------------------------------------------------------
@@ -145,3 +152,8 @@ class Tokenizer:
         """Decode one token at a time (for streaming output)."""
         for token_id in ids:
             yield self.decode([token_id])
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

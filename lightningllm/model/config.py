@@ -80,7 +80,10 @@ class GPTConfig:
         if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
             raise ValueError(f"GPTConfig.n_kv_head ({self.n_kv_head}) must be >= 1 and divide n_head ({self.n_head})")
         if self.pos_emb == "rope" and self.head_size % 2:
-            raise ValueError(f"GPTConfig: rope needs an even head size, got {self.head_size}")
+            raise ValueError(
+                f"GPTConfig: pos_emb rope needs an even head size, and n_embd / n_head = {self.n_embd} / "
+                f"{self.n_head} = {self.head_size}"
+            )
         choices = {"norm": NormKind, "mlp": MLPKind, "pos_emb": PosEmbKind}
         for name, kind in choices.items():
             allowed = kind.__args__

@@ -8,7 +8,6 @@ preallocates keys and values and ``forward(idx, start=...)`` feeds only the new 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lightningllm.model.config import GPTConfig
 from lightningllm.model.layers import Block, KVCache, build_norm, rope_cache, sinusoidal_table
+from lightningllm.model.pretrained import load_pretrained, save_pretrained
 
 IGNORE_INDEX = -100
 """Target id that is left out of the loss (padding, prompt tokens in instruction data)."""
@@ -192,28 +192,19 @@ class GPT(nn.Module):
         lines.append(f"{'total':<12}{total:>14,}{100.0:>8.1f}%")
         return "\n".join(lines)
 
-    # --- portable format: config.json + model.safetensors ----------------------------------
+    # --- portable format: config.json + model.safetensors (lightningllm.model.pretrained) -------
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (no pickle) to ``directory``."""
-        from safetensors.torch import save_model
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_model(self, str(directory / "model.safetensors"))
+        save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> GPT:
-        """Load a directory written by ``save_pretrained``; reads tensors only, never runs pickled code."""
-        from safetensors.torch import load_model
+        """Load a directory written by ``save_pretrained``; reads tensors only, never runs pickled code.
 
-        directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: not a lightningllm model directory")
-        model = cls(GPTConfig.from_dict(json.loads(config_path.read_text())))
-        load_model(model, str(directory / "model.safetensors"), device=map_location)
-        return model
+        Both files are checked against each other before the model is built: a malformed, truncated
+        or mismatched file is a one-line ``ValueError`` naming it (``FileNotFoundError`` if missing).
+        """
+        return load_pretrained(cls, directory, map_location)
 
 
 def _summed_cross_entropy(head: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,37 @@ from lightningllm.checkpoint import load_export, model_config, plain_key
 from lightningllm.data.contract import TokenDataModule
 from lightningllm.data.tokenizer import Tokenizer
 from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, Muon, generate, lr_at, param_groups
+from lightningllm.model.generate import check_sampling, check_seed
 from lightningllm.model.optim import Schedule
 from lightningllm.training.clock import TrainingClock
 from lightningllm.training.evaluation import TaskEval
 from lightningllm.training.monitoring import log_hyperparameters, run_hyperparameters
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradients or the weights became NaN/inf: the run stops without saving them."""
+
+
+def _check_training_options(options: dict) -> None:
+    """One line naming the first optimizer or schedule option out of range (``model.<name>``)."""
+    rules = {
+        "learning_rate": (lambda v: v > 0, "a number > 0"),
+        "min_lr": (
+            lambda v: 0 <= v <= options["learning_rate"],
+            f"from 0 to model.learning_rate {options['learning_rate']:g}",
+        ),
+        "warmup_steps": (lambda v: v >= 0, "0 or more"),
+        "weight_decay": (lambda v: v >= 0, "0 or more"),
+        "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+        "eps": (lambda v: v > 0, "a number > 0"),
+        "train_minutes": (lambda v: v is None or v > 0, "a number of minutes > 0, or null"),
+        "skip_nonfinite_steps": (lambda v: v >= 0, "0 or more"),
+    }
+    for name, (ok, expected) in rules.items():
+        value = options[name]
+        valid = value is None or (not isinstance(value, float) or math.isfinite(value))
+        if not valid or not ok(value):
+            raise ValueError(f"model.{name} must be {expected} (got {value!r})")
 
 
 class LitGPT(L.LightningModule):
@@ -43,13 +70,15 @@ class LitGPT(L.LightningModule):
         optimizer: Literal["adamw", "muon"] = "adamw",
         compile: bool = False,
         activation_checkpointing: bool = False,
-        max_new_tokens: int = 128,
+        max_new_tokens: int | None = None,
         temperature: float = 0.8,
         top_k: int | None = None,
         top_p: float | None = None,
         sample_seed: int | None = None,
+        on_prompt_too_long: Literal["error", "crop"] = "error",
         train_minutes: float | None = None,
         init_from: str | None = None,
+        skip_nonfinite_steps: int = 0,
     ):
         """
         Args:
@@ -66,11 +95,16 @@ class LitGPT(L.LightningModule):
                 embeddings, norms and biases, at the same learning rate (see ``lightningllm.model.Muon``).
             compile: wrap the model in ``torch.compile``.
             activation_checkpointing: recompute each block in backward to save memory.
-            max_new_tokens: predict: tokens to generate per prompt.
+            max_new_tokens: predict: tokens to generate per prompt (at least 1); null: up to 128, fewer when
+                the context has less room after the prompt.
             temperature: predict: sampling temperature (0 is greedy).
-            top_k: predict: sample among the k most likely tokens.
-            top_p: predict: sample within the smallest set of tokens of total probability p.
-            sample_seed: predict: seed for reproducible sampling.
+            top_k: predict: sample among the k most likely tokens (a positive integer).
+            top_p: predict: sample within the smallest set of tokens of total probability p, in (0, 1].
+            sample_seed: predict: seed for reproducible sampling; each prompt draws from its own stream, so
+                it gets the same completion whichever prompts share its batch.
+            on_prompt_too_long: predict: ``error`` when a prompt and ``max_new_tokens`` exceed the context, or
+                ``crop``: keep the prompt's last tokens so that both fit (with ``max_new_tokens`` null, so that
+                min(128, block_size / 2) new tokens fit).
             train_minutes: stop after this much training wall-clock (validation excluded) and decay the
                 learning rate over it: a run that fits a time budget on any machine. With
                 ``trainer.max_steps`` as well, the run ends at whichever comes first, and the learning
@@ -78,8 +112,15 @@ class LitGPT(L.LightningModule):
             init_from: start from a folder written by ``lightningllm export`` (or ``GPT.save_pretrained``):
                 its ``config.json`` gives the model's shape (``config`` is ignored) and its weights the
                 starting point. The data must use its tokenizer (``--data.tokenizer_path DIR/tokenizer.json``).
+            skip_nonfinite_steps: optimizer steps whose loss or gradient norm is not finite (NaN/inf) to skip
+                (their update is dropped) before the run stops with an error; 0 stops at the first. A model
+                whose weights are not finite is never validated further or saved.
         """
         super().__init__()
+        _check_training_options(locals())
+        # Sampling options fail here, at the command line, not after the model has loaded.
+        check_sampling(max_new_tokens, temperature, top_k, top_p, on_prompt_too_long, prefix="model.")
+        check_seed(sample_seed, "model.sample_seed")
         if isinstance(config, dict):  # as stored in a checkpoint's hyperparameters
             config = GPTConfig.from_dict(config)
         self.config = config or GPTConfig.from_name("debug", vocab_size=None)
@@ -92,6 +133,10 @@ class LitGPT(L.LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.val_loss = MeanMetric()
         self.clock = TrainingClock(train_minutes)
+        self._loss: torch.Tensor | None = None  # the last training loss, for the divergence message
+        self._stage: str | None = None  # setup's stage: a checkpoint is checked against this run's data and optimizer
+        self._data_tokenizer: Tokenizer | None = None
+        self.skipped_steps = 0
 
     # --- building the model: at setup (from the data) or from a checkpoint ----------------
     def _build(self, config: GPTConfig, model: GPT | None = None) -> None:
@@ -104,6 +149,8 @@ class LitGPT(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
+        self._stage = stage
+        self._data_tokenizer = data.tokenizer if isinstance(data, TokenDataModule) else None
         self.build(data if isinstance(data, TokenDataModule) else None)
 
     def build(self, data: TokenDataModule | None = None) -> None:
@@ -176,6 +223,7 @@ class LitGPT(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self(*self._split(batch))
+        self._loss = loss.detach()
         if self._logging_step():
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
@@ -183,11 +231,46 @@ class LitGPT(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Total L2 norm of the gradients before clipping (Lightning clips after this hook; with 16-mixed the
-        # scaler has already unscaled them). Only on the steps Lightning writes logs: no per-step host sync.
+        # scaler has already unscaled them), logged on the logging steps and checked on every step: one
+        # host sync per step, the price of never applying a NaN update.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
         if self._logging_step():
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])
-            self.log("train/grad_norm", torch.linalg.vector_norm(norms))
+            self.log("train/grad_norm", norm)
+        if not torch.isfinite(norm):
+            self._skip_or_stop(norm, optimizer)
+
+    def _skip_or_stop(self, grad_norm: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """A non-finite step: drop its update (``skip_nonfinite_steps`` times in a run), else stop in one line."""
+        step, lr = self.global_step + 1, optimizer.param_groups[0]["lr"]
+        loss = float(self._loss) if self._loss is not None else float("nan")
+        cause = f"the loss is {loss:g}" if not math.isfinite(loss) else f"the gradient norm is {float(grad_norm):g}"
+        self.skipped_steps += 1
+        if self.skipped_steps > self.hparams.skip_nonfinite_steps:
+            raise TrainingDiverged(
+                f"training diverged at step {step}: {cause} (learning rate {lr:g}, likely too high: lower "
+                f"--model.learning_rate or lengthen --model.warmup_steps{self._clip_hint}); "
+                "no checkpoint holds the diverged model"
+            )
+        if self.trainer.is_global_zero:
+            print(f"fit: skipped step {step}: {cause} ({self.skipped_steps} of {self.hparams.skip_nonfinite_steps})")
+        for p in self.parameters():
+            p.grad = None  # the optimizer leaves parameters without a gradient (and their state) untouched
+
+    def check_finite(self, when: str) -> None:
+        """Raise ``TrainingDiverged`` when a parameter holds NaN or inf (``when``: what would have used them)."""
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged by step {self.global_step}: {len(bad)} parameter tensors hold NaN/inf "
+                f"(first {bad[0]}), so {when}: lower --model.learning_rate{self._clip_hint}"
+            )
+
+    @property
+    def _clip_hint(self) -> str:
+        return "" if self.trainer.gradient_clip_val else ", or set --trainer.gradient_clip_val"
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.clock.step_started()
@@ -197,6 +280,8 @@ class LitGPT(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self.clock.pause()  # validation time is not training time
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.check_finite("it is not validated")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         elapsed = self.clock.step_ended()
@@ -294,6 +379,7 @@ class LitGPT(L.LightningModule):
             top_p=hp.top_p,
             eos_id=self.tokenizer.eos_id,
             seed=hp.sample_seed,
+            on_prompt_too_long=hp.on_prompt_too_long,
         )
         return [
             {
@@ -308,6 +394,7 @@ class LitGPT(L.LightningModule):
 
     # --- checkpoints: the shape (once), the tokenizer and the clock travel inside -----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite("no checkpoint is written (the earlier ones are kept)")
         # The shape is the one hyperparameter a checkpoint keeps: LightningCLI applies a checkpoint's
         # hyperparameters over the command line's, and every other setting (learning rate, sampling)
         # belongs to the command line of the run that loads it.
@@ -317,6 +404,7 @@ class LitGPT(L.LightningModule):
         checkpoint["train_seconds"] = self.clock.seconds
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._check_compatible(checkpoint)
         config = model_config(checkpoint)
         if self.model is None or self.model.config != config:
             self._build(config)
@@ -326,3 +414,25 @@ class LitGPT(L.LightningModule):
         self.clock.seconds = checkpoint.get("train_seconds", 0.0)
         # Checkpoints written by an older version from a compiled model may name parameters with its prefix.
         checkpoint["state_dict"] = {plain_key(k): v for k, v in checkpoint["state_dict"].items()}
+
+    def _check_compatible(self, checkpoint: dict) -> None:
+        """One line refusing a checkpoint whose tokenizer is not the data's, or (resuming) whose optimizer differs."""
+        stored = checkpoint.get("tokenizer")
+        data = self._data_tokenizer
+        if stored is not None and data is not None:
+            stored = Tokenizer.from_str(stored)
+            if stored.hf.get_vocab(with_added_tokens=True) != data.hf.get_vocab(with_added_tokens=True):
+                raise ValueError(
+                    f"the checkpoint's tokenizer ({stored.vocab_size} tokens) is not the data's "
+                    f"({data.vocab_size} tokens): use the data settings it was trained with "
+                    "(validate/test --ckpt_path C alone read them from the checkpoint)"
+                )
+        groups = [group for state in checkpoint.get("optimizer_states", []) for group in state.get("param_groups", [])]
+        if self._stage == "fit" and groups:
+            trained = "muon" if any(group.get("use_muon") for group in groups) else "adamw"
+            if trained != self.hparams.optimizer:
+                raise ValueError(
+                    f"cannot resume: the checkpoint was trained with model.optimizer={trained}, not "
+                    f"{self.hparams.optimizer}; resume with --model.optimizer={trained}, or start a new run "
+                    "from its weights (lightningllm export, then --model.init_from)"
+                )

@@ -32,19 +32,41 @@ class PredictionWriter(BasePredictionWriter):
     def _partial(self) -> Path:
         return self.output.with_name(f".{self.output.name}.partial")
 
+    def check_output(self) -> None:
+        """A one-line ``OSError`` when ``output`` cannot be written: a folder, or under a file, or not writable."""
+        if self.output.is_dir():
+            raise OSError(f"--output {self.output} is a folder: name a file, e.g. {self.output / 'predictions.jsonl'}")
+        ancestor = self.output.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OSError(f"cannot write --output {self.output}: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK):
+            raise OSError(f"cannot write --output {self.output}: {ancestor} is not writable")
+
+    def _write(self, mode: str, text: str) -> None:
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            with self._partial.open(mode, encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as err:
+            raise OSError(f"cannot write --output {self.output}: {err.strerror or err}") from None
+
     def on_predict_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._partial.write_text("")
+        self.check_output()
+        self._write("w", "")
 
     def write_on_batch_end(self, trainer, module, prediction: list[dict], batch_indices, batch: Any, *args) -> None:
-        with self._partial.open("a", encoding="utf-8") as handle:
+        self._write("a", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in prediction))
+        if self.echo:
             for record in prediction:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                if self.echo:
-                    print(f"--- [{record['id']}]\n{record['prompt']}{record['completion']}")
+                print(f"--- [{record['id']}]\n{record['prompt']}{record['completion']}")
 
     def on_predict_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        os.replace(self._partial, self.output)
+        try:
+            os.replace(self._partial, self.output)
+        except OSError as err:
+            raise OSError(f"cannot write --output {self.output}: {err.strerror or err}") from None
         print(f"predict: wrote completions to {self.output}")
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:

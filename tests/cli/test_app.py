@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightningllm.checkpoint import RUN_CONFIG_KEY
 from lightningllm.training import LitGPT
 from tests.conftest import CONFIGS, run_cli
 
@@ -197,9 +198,11 @@ def test_validate_and_test_need_only_the_checkpoint(trained_run, tmp_path):
     assert "val/loss" in validated.stdout and "val/exact_match" in validated.stdout
 
 
-def test_a_checkpoint_without_its_run_config_says_what_to_add(tmp_path):
-    plain = tmp_path / "plain.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"config": {"n_layer": 1}}}, plain)
+def test_a_checkpoint_without_its_run_config_says_what_to_add(trained_run, tmp_path):
+    plain = tmp_path / "plain.ckpt"  # as a plain Trainer with LitGPT writes it
+    checkpoint = torch.load(last_checkpoint(trained_run), weights_only=True)
+    del checkpoint[RUN_CONFIG_KEY]
+    torch.save(checkpoint, plain)
     result = run_cli("test", "--ckpt_path", str(plain), cwd=tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()

@@ -59,8 +59,8 @@ def test_prepare_corpus_returns_the_report_and_reuses_the_folder(tmp_path, capsy
     spec = TokenizerSpec(kind="char")
     target = corpus_dir(Letters(), spec, tmp_path)
     assert target == corpus_dir(Letters(), spec, tmp_path) != corpus_dir(Letters(), TokenizerSpec(), tmp_path)
-    first = prepare_corpus(Letters(), target, spec, block_size=8, workers=1)
-    assert prepare_corpus(Letters(), target, spec, block_size=8, workers=1) == first
+    first = prepare_corpus(Letters(), target, spec, workers=1)
+    assert prepare_corpus(Letters(), target, spec, workers=1) == first
     assert "reusing prepared shards" in capsys.readouterr().out
     assert sorted(p.name for p in target.iterdir()) == ["report.json", "test", "tokenizer.json", "train", "val"]
 

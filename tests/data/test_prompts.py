@@ -55,3 +55,10 @@ def test_no_prompts_at_all_is_a_clear_error_and_hparams_hold_the_arguments():
     }
     with pytest.raises(DataError, match="no prompts given"):
         dm.setup("predict")
+
+
+@pytest.mark.parametrize("batch_size", [0, -2])
+def test_a_batch_size_below_one_is_one_line_naming_the_field(batch_size):
+    with pytest.raises(ValueError) as err:
+        PromptDataModule(prompts=["hi"], batch_size=batch_size)
+    assert str(err.value) == f"data.batch_size must be a positive integer (got {batch_size})"

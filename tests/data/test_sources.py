@@ -157,3 +157,12 @@ def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
     (tmp_path / "b.jsonl").write_bytes('\ufeff{"text": "world"}\n{"text": "again"}\n'.encode())
     docs, _ = read_all([tmp_path])
     assert docs == ["hello", "world", "again"]
+
+
+def test_a_utf16_file_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("Text an editor saved as UTF-16.\n", encoding="utf-16")  # NUL bytes in every ASCII character
+    with pytest.raises(
+        DataError, match=rf"^{path} is UTF-16 or UTF-32 text \(it starts with a byte-order mark\); save"
+    ):
+        read_all([path])

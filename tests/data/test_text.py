@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lightningllm.data import DataError, TextDataModule
+from lightningllm.data.prepare import read_report
 from lightningllm.data.shards import PieceWriter
 from lightningllm.data.sources import CleaningReport
 from lightningllm.model import IGNORE_INDEX
@@ -99,7 +100,7 @@ def test_the_tail_split_without_a_test_fraction_holds_out_the_last_characters(tm
     val = decoded(dm, dm.val_dataloader()).replace("<|eos|>", "")
     assert text[8500:].startswith(val) and len(val) > 1400  # the last partial window is dropped
     assert text[:8500].startswith(decoded(dm, dm.train_dataloader()).replace("<|eos|>", "")[:8000])
-    with pytest.raises(DataError, match=r"^there is no test split: data.test_fraction is 0; set data.test_fraction"):
+    with pytest.raises(DataError, match=r"the test split .* has 0 tokens .* data.test_fraction is 0 \(no test split\)"):
         dm.test_dataloader()
 
 
@@ -119,9 +120,11 @@ def test_the_tail_split_puts_test_after_validation_and_test_dataloader_reads_it(
 @pytest.mark.parametrize(
     "fractions, message",
     [
-        ({"val_fraction": 0.0}, r"^data.val_fraction must be between 0 and 1, got 0.0$"),
-        ({"test_fraction": -0.1}, r"^data.test_fraction must be at least 0 and below 1, got -0.1$"),
-        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"^data.val_fraction \+ data.test_fraction must be below 1"),
+        ({"val_fraction": 0.0}, r"^data.val_fraction must be > 0 and < 1 \(got 0.0\)$"),
+        ({"val_fraction": 1.5}, r"^data.val_fraction must be > 0 and < 1 \(got 1.5\)$"),
+        ({"val_fraction": float("nan")}, r"^data.val_fraction must be > 0 and < 1 \(got nan\)$"),
+        ({"test_fraction": -0.1}, r"^data.test_fraction must be ≥ 0 and < 1 \(got -0.1\)$"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, r"^data.val_fraction \+ data.test_fraction must be < 1"),
     ],
 )
 def test_split_fractions_are_checked_before_reading_anything(tmp_path, fractions, message):
@@ -141,9 +144,15 @@ def test_empty_corpus_after_cleaning_and_too_few_tokens_are_clear_errors(tmp_pat
         sources=[str(corpus)], tokenizer_kind="char", block_size=512, val_fraction=0.3, test_fraction=0.0,
         cache_dir=str(tmp_path / "k"),
     )  # fmt: skip
-    with pytest.raises(DataError, match="fewer than one block"):
-        dm.prepare_data()
-    assert list((tmp_path / "k").iterdir()) == []
+    dm.prepare_data()
+    train = read_report(dm.prepared_dir)["tokens"]["train"]
+    message = (
+        rf"^too little training data: the train split of data.sources {corpus} has {train} tokens \(0 samples of "
+        r"data.block_size \+ 1 = 513\), and one batch needs data.batch_size 16 × 513 = 8,208 tokens; add text \(or "
+        r"lower data.val_fraction and data.test_fraction\), or lower data.batch_size or data.block_size$"
+    )
+    with pytest.raises(DataError, match=message):
+        dm.setup("fit")
 
 
 def test_instruction_data_trains_on_responses_only(tmp_path):
@@ -209,3 +218,72 @@ def test_resuming_on_other_data_settings_is_refused_in_one_line(text_corpus, tmp
     with pytest.raises(DataError, match=r"^cannot resume: the checkpoint was trained on prepared corpus text-\w+, but"):
         make(text_corpus, tmp_path, block_size=48, val_fraction=0.3).load_state_dict(state)
     make(text_corpus, tmp_path, block_size=48).load_state_dict(state)  # the same settings resume
+
+
+def chat_records(path, count):
+    records = [{"prompt": f"What is {i} plus {i}?", "response": f"{2 * i}."} for i in range(count)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_chat_data_too_small_for_one_batch_is_refused_with_its_token_counts(tmp_path):
+    # 61 records trained nothing: Lightning's "No training batches" warning, exit code 0, no checkpoint
+    path = chat_records(tmp_path / "chat.jsonl", 61)
+    dm = TextDataModule(
+        sources=str(path), tokenizer_kind="char", block_size=128, val_fraction=0.2, cache_dir=str(tmp_path / "c")
+    )
+    dm.prepare_data()
+    tokens = read_report(dm.prepared_dir)["tokens"]["train"]
+    assert 129 <= tokens < 16 * 129
+    message = (
+        rf"^too little training data: the train split of data.sources {path} has {tokens:,} tokens "
+        rf"\({tokens // 129} samples of data.block_size \+ 1 = 129\), and one batch needs data.batch_size 16 × 129 = "
+        r"2,064 tokens; add text \(or lower data.val_fraction and data.test_fraction\), or lower data.batch_size or "
+        r"data.block_size$"
+    )
+    with pytest.raises(DataError, match=message):
+        dm.setup("fit")
+    with pytest.raises(DataError, match=message):
+        dm.train_dataloader()  # the loader a Trainer would ask for: no batch, no loader
+    smaller = TextDataModule(**(dm.hparams | {"batch_size": tokens // 129}))
+    smaller.setup("fit")
+    assert len(smaller.train_dataloader()) == 1
+
+
+def test_a_split_a_stage_reads_must_hold_a_sample_and_the_error_says_which_fraction(tmp_path):
+    (tmp_path / "one.txt").write_text("A few words only, in one small document.\n")
+    dm = TextDataModule(
+        sources=str(tmp_path / "one.txt"), tokenizer_kind="char", block_size=16, batch_size=1, test_fraction=0.0,
+        cache_dir=str(tmp_path / "c"),
+    )  # fmt: skip
+    val = rf"^too little validation data: the val split of data.sources {tmp_path}/one.txt has 0 tokens \(0 samples"
+    with pytest.raises(DataError, match=val):
+        dm.setup("fit")
+    with pytest.raises(DataError, match=r"one sample needs 17 tokens; raise data.val_fraction \(now 0.05\) or add"):
+        dm.setup("validate")
+    with pytest.raises(DataError, match=r"data.test_fraction is 0 \(no test split\): set it, e.g. to 0.05, or lower"):
+        dm.setup("test")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"block_size": 0}, "data.block_size must be ≥ 1 (got 0)"),  # trained on empty samples: NaN, exit code 0
+        ({"block_size": -4}, "data.block_size must be ≥ 1 (got -4)"),  # was "__len__() should return >= 0"
+        ({"block_size": 16.5}, "data.block_size must be an integer (got 16.5)"),
+        ({"batch_size": 0}, "data.batch_size must be ≥ 1 (got 0)"),
+        ({"num_workers": -1}, "data.num_workers must be ≥ 0 (got -1)"),
+        ({"seed": -1}, "data.seed must be ≥ 0 (got -1)"),  # numpy's "Seed must be between 0 and 2**32 - 1"
+        ({"seed": 2**32}, "data.seed must be ≤ 4294967295 (got 4294967296)"),
+        ({"prepare_workers": 0}, "data.prepare_workers must be ≥ 1 (got 0)"),
+        ({"tokenizer_train_bytes": 0}, "data.tokenizer_train_bytes must be ≥ 1 (got 0)"),
+        ({"vocab_size": 2**31 + 1}, "data.vocab_size must be ≤ 2147483648 (got 2147483649)"),
+        ({"tokenizer_kind": "wordpiece"}, "data.tokenizer_kind must be one of 'bpe', 'char' (got 'wordpiece')"),
+        ({"split": "random"}, "data.split must be one of 'hash', 'tail' (got 'random')"),
+        ({"jsonl_field": ""}, "data.jsonl_field must be a field name (got '')"),
+    ],
+)
+def test_every_setting_is_checked_at_construction_in_one_line_naming_it(tmp_path, setting, message):
+    with pytest.raises(DataError) as refused:
+        TextDataModule(sources=str(tmp_path / "not-read"), **setting)
+    assert str(refused.value) == message

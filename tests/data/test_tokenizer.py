@@ -77,3 +77,23 @@ def test_the_tokenizer_loads_without_lightning():
 
     code = "import sys\nfrom lightningllm.data import Tokenizer\nprint('lightning' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_tokenizer_json_of_another_model_is_refused_naming_the_file(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    path = tmp_path / "gpt2-tokenizer.json"
+    HFTokenizer(models.BPE()).save(str(path))  # a valid tokenizer.json, without our special tokens
+    with pytest.raises(
+        ValueError, match=rf"^{path} is not a lightningllm tokenizer: tokenizer lacks the special token"
+    ):
+        Tokenizer.from_file(path)
+
+
+def test_a_missing_tokenizer_path_is_named_before_anything_is_read(text_corpus, tmp_path):
+    from lightningllm.data import TextDataModule
+
+    dm = TextDataModule(sources=str(text_corpus), tokenizer_path=str(tmp_path / "tok.json"), cache_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"^tokenizer file {tmp_path}/tok.json not found$"):
+        dm.prepare_data()

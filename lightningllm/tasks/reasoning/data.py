@@ -11,9 +11,11 @@ scores by exact match; ``sample_prompts`` are the first validation questions.
 
 from __future__ import annotations
 
+from lightningllm.data.checks import check_choice, check_int
 from lightningllm.data.datamodule import CorpusDataModule
+from lightningllm.data.sources import DataError
 from lightningllm.data.tokenizer import TokenizerKind
-from lightningllm.tasks.reasoning.corpus import Curriculum, ReasoningCorpus, Working
+from lightningllm.tasks.reasoning.corpus import WORKING_STYLES, Curriculum, ReasoningCorpus, Working
 from lightningllm.tasks.reasoning.task import ReasoningTask
 
 
@@ -60,6 +62,15 @@ class ReasoningDataModule(CorpusDataModule):
             seed: seed of the shuffle.
             cache_dir: where the prepared corpus is cached.
         """
+        check_int("data.num_train", num_train, 1)
+        check_int("data.num_val", num_val, 1)
+        check_int("data.num_test", num_test, 0)
+        check_choice("data.working", working, WORKING_STYLES)
+        check_choice("data.curriculum", curriculum, ("none", "staged"))
+        if len(step_mix) != 3 or min(step_mix) < 0 or sum(step_mix) <= 0:
+            raise DataError(f"data.step_mix must be 3 weights ≥ 0, not all 0 (got {list(step_mix)})")
+        if len(stages) != 2 or not 0 <= stages[0] <= stages[1] <= 1:
+            raise DataError(f"data.stages must be 2 fractions with 0 ≤ first ≤ second ≤ 1 (got {list(stages)})")
         super().__init__(
             tokenizer_kind=tokenizer_kind,
             vocab_size=vocab_size,
@@ -88,6 +99,12 @@ class ReasoningDataModule(CorpusDataModule):
     def corpus(self) -> ReasoningCorpus:
         """The problem generator, which is also the ``Corpus`` prepared into shards."""
         return self._corpus
+
+    def data_source(self) -> str:
+        return "the generated reasoning corpus"
+
+    def more_data_hint(self, split: str) -> str:
+        return f"raise data.num_{split} (now {self._corpus.sizes[split]})"
 
     @property
     def task(self) -> ReasoningTask:

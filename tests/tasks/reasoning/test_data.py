@@ -68,3 +68,35 @@ def test_resuming_on_another_corpus_is_refused_in_one_line(tmp_path):
     state = make(tmp_path).state_dict()
     with pytest.raises(DataError, match=r"^cannot resume: the checkpoint was trained on prepared corpus reasoning-"):
         make(tmp_path, num_train=500).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"num_train": 0}, "data.num_train must be ≥ 1 (got 0)"),
+        ({"num_val": 0}, "data.num_val must be ≥ 1 (got 0)"),
+        ({"num_test": -1}, "data.num_test must be ≥ 0 (got -1)"),
+        ({"block_size": 0}, "data.block_size must be ≥ 1 (got 0)"),
+        ({"batch_size": -1}, "data.batch_size must be ≥ 1 (got -1)"),
+        ({"working": "words"}, "data.working must be one of 'plain', 'reversed', 'digits' (got 'words')"),
+        ({"curriculum": "random"}, "data.curriculum must be one of 'none', 'staged' (got 'random')"),
+        ({"step_mix": (0.0, 0.0, 0.0)}, "data.step_mix must be 3 weights ≥ 0, not all 0 (got [0.0, 0.0, 0.0])"),
+        ({"stages": (0.5, 0.2)}, "data.stages must be 2 fractions with 0 ≤ first ≤ second ≤ 1 (got [0.5, 0.2])"),
+    ],
+)
+def test_every_setting_is_checked_at_construction_in_one_line_naming_it(tmp_path, setting, message):
+    with pytest.raises(DataError) as refused:
+        make(tmp_path, **setting)
+    assert str(refused.value) == message
+
+
+def test_too_few_problems_for_a_batch_or_a_test_sample_say_which_number_to_raise(tmp_path):
+    dm = make(tmp_path, num_train=3, num_test=0, block_size=64, batch_size=32)
+    with pytest.raises(
+        DataError, match=r"^too little training data: the train split of the generated reasoning corpus"
+    ):
+        dm.setup("fit")
+    with pytest.raises(DataError, match=r"data.batch_size 32 × 65 = 2,080 tokens; raise data.num_train \(now 3\), or"):
+        dm.train_dataloader()
+    with pytest.raises(DataError, match=r"^too little test data: .* has 0 tokens .* raise data.num_test \(now 0\)"):
+        dm.setup("test")
