@@ -335,8 +335,12 @@ class LitGPT(L.LightningModule):
         def factor(step: int) -> float:
             progress = self.clock.progress
             if progress is not None and self.trainer.max_steps > 0:  # two bounds: decay over the nearer end
+                # The budget is the nearer end only if, at the pace so far, it runs out before max_steps;
+                # otherwise the schedule is the step-based one, exactly, and a run does not depend on
+                # how fast the machine was (the same model on every machine fast enough for the recipe).
                 by_steps = (step - hp.warmup_steps) / max(1, self.trainer.max_steps - hp.warmup_steps)
-                progress = max(progress, by_steps)
+                budget_binds = progress > 0 and step / progress < self.trainer.max_steps
+                progress = max(progress, by_steps) if budget_binds else None
             lr = lr_at(step, hp.learning_rate, hp.warmup_steps, int(total), hp.min_lr, hp.lr_schedule, progress)
             return lr / hp.learning_rate
 

@@ -177,3 +177,18 @@ def test_optimizer_covers_every_parameter_once_when_compiled():
     groups = module.configure_optimizers()["optimizer"].param_groups
     params = [p for g in groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(module.parameters()))
+
+
+def test_a_budget_that_would_outlast_max_steps_leaves_the_step_schedule_exact():
+    # A machine fast enough for the recipe: the run must not depend on its speed (it once did right after
+    # warmup, where the step-based position is 0 and any time spent already looked nearer the end).
+    module = built(steps=110, learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, train_minutes=60.0)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for step in range(110):
+        module.clock.seconds = 0.5 * (step + 1)  # 2 steps a second: 110 steps take 1 of the 60 minutes
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([lr_at(s, 1e-3, 10, 110, 1e-4) for s in range(110)], rel=1e-12)
