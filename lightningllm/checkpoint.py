@@ -67,10 +67,15 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
         ValueError: it is not a ``torch.save`` file, holds Python objects, or cannot be read.
     """
     path = Path(ckpt_path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder: give a .ckpt file (e.g. {path / 'last.ckpt'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"cannot read checkpoint {path}: it is not a file written by torch.save (no zip archive)")
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+            raise ValueError(f"cannot read checkpoint {path}: it is a zip archive, but not one written by torch.save")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
