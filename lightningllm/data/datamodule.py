@@ -74,6 +74,11 @@ class CorpusDataModule(TokenDataModule):
         check_int("data.prepare_workers", prepare_workers, 1)
         if not isinstance(cache_dir, str | Path) or not str(cache_dir):
             raise DataError(f"data.cache_dir must be a folder path (got {cache_dir!r})")
+        if "://" in str(cache_dir):  # Path("s3://b/x") is a local folder named "s3:"
+            raise DataError(
+                f"data.cache_dir {cache_dir} is a URL: prepared data lives in a local folder for now (object storage "
+                "is not supported yet)"
+            )
         self.tokenizer_kind = tokenizer_kind
         self.vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path

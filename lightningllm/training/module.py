@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
 from torchmetrics import MeanMetric
 
 from lightningllm.checkpoint import load_export, model_config, plain_key
@@ -147,7 +147,22 @@ class LitGPT(L.LightningModule):
         self.model.activation_checkpointing = self.hparams.activation_checkpointing
         self.hparams["config"] = config.to_dict()  # checkpoints and logs carry the resolved shape
 
+    @staticmethod
+    def check_strategy(strategy: Strategy) -> None:
+        """Refuse, in one line, a strategy that leaves sharding to the model (``ModelParallelStrategy``).
+
+        That strategy calls ``configure_model`` to shard; LitGPT does not shard itself yet, so its ranks
+        would train unsynchronised copies.
+        """
+        if isinstance(strategy, ModelParallelStrategy):
+            raise ValueError(
+                "trainer.strategy ModelParallelStrategy needs a model that shards itself (FSDP2, tensor parallel), "
+                "which LitGPT does not do yet, so its ranks would train unsynchronised copies: use --trainer.strategy "
+                "ddp (FSDPStrategy on GPUs)"
+            )
+
     def setup(self, stage: str) -> None:
+        self.check_strategy(self.trainer.strategy)
         data = self.trainer.datamodule
         self._stage = stage
         self._data_tokenizer = data.tokenizer if isinstance(data, TokenDataModule) else None
@@ -321,10 +336,10 @@ class LitGPT(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "muon":
-            if isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
+            if isinstance(self.trainer.strategy, FSDPStrategy):
                 raise ValueError(
-                    "model.optimizer=muon needs whole weight matrices on every device, and this strategy shards "
-                    "them: use strategy ddp, or model.optimizer=adamw"
+                    "model.optimizer=muon needs whole weight matrices on every device, and FSDPStrategy shards "
+                    "them: use --trainer.strategy ddp, or --model.optimizer adamw"
                 )
             groups = param_groups(self.model, hp.weight_decay, muon=True)
             optimizer = Muon(groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps)

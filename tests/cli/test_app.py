@@ -270,3 +270,17 @@ def test_a_failing_predict_leaves_an_existing_output_untouched(trained_run, tmp_
     assert result.returncode == 2 and "exceeds the model's block_size" in result.stderr.strip().splitlines()[-1]
     assert keep.read_text() == '{"id": 0, "completion": "earlier"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]  # no partial file left
+
+
+def test_model_parallel_strategy_is_refused_instead_of_training_unsynchronised_copies(tmp_path):
+    # Issue 13's first step: LitGPT does not shard itself yet, and the strategy leaves that to the model.
+    result = run_cli(
+        "fit", "--config", DEBUG, "--trainer.accelerator=cpu", "--trainer.devices=2",
+        "--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=2",
+        "--trainer.strategy.tensor_parallel_size=1", "--trainer.max_steps=2", cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()  # refused before any process starts or data is read
+    assert line.startswith("error: trainer.strategy ModelParallelStrategy needs a model that shards itself")
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.distcp"))

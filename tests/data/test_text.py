@@ -281,6 +281,11 @@ def test_a_split_a_stage_reads_must_hold_a_sample_and_the_error_says_which_fract
         ({"tokenizer_kind": "wordpiece"}, "data.tokenizer_kind must be one of 'bpe', 'char' (got 'wordpiece')"),
         ({"split": "random"}, "data.split must be one of 'hash', 'tail' (got 'random')"),
         ({"jsonl_field": ""}, "data.jsonl_field must be a field name (got '')"),
+        (  # was a local folder named "s3:"
+            {"cache_dir": "s3://bucket/x"},
+            "data.cache_dir s3://bucket/x is a URL: prepared data lives in a local folder for now (object storage "
+            "is not supported yet)",
+        ),
     ],
 )
 def test_every_setting_is_checked_at_construction_in_one_line_naming_it(tmp_path, setting, message):
