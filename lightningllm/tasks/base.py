@@ -71,6 +71,19 @@ def evaluate(
     Each completion may run to the longest reference completion plus ``margin`` tokens, and
     stops at EOS. Raises ``ValueError`` when a prompt and that budget do not fit the context.
     """
+    completions = complete(model, tokenizer, task, examples, batch_size, margin)
+    return mean_scores(task, examples, completions), completions
+
+
+def complete(
+    model: GPT,
+    tokenizer: Tokenizer,
+    task: Task,
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    margin: int = 8,
+) -> list[str]:
+    """The greedy completions ``evaluate`` scores, unscored (for scoring over several processes)."""
     if not examples:
         raise ValueError(f"task {task.name} has no examples to evaluate")
     prompts = [tokenizer.encode(e.prompt) for e in examples]
@@ -90,7 +103,7 @@ def evaluate(
         outs = generate(model, [prompts[i] for i in rows], budget, temperature=0, eos_id=tokenizer.eos_id)
         for i, ids in zip(rows, outs, strict=True):
             completions[i] = tokenizer.decode(ids)
-    return mean_scores(task, examples, completions), completions
+    return completions
 
 
 def mean_scores(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, float]:

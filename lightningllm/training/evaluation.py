@@ -5,14 +5,19 @@ see ``lightningllm.tasks``); a data module without one is skipped. During fit th
 is logged as ``val/<metric>`` and per group as ``val/<metric>_<group>`` (e.g.
 ``val/exact_match``, ``val/exact_match_2step``); ``lightningllm test`` scores the whole test
 split, logs ``test/<metric>*`` and prints sample answers beside the expected ones.
+
+Across several processes (DDP) each rank decodes every ``world_size``-th example and the
+per-group sums and counts are added up over the ranks, so the score is the whole split's, for
+the price of one rank's share of the decoding.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 
 from lightningllm.data.contract import TokenDataModule
-from lightningllm.tasks.base import Task, evaluate, format_scores, group_tag
+from lightningllm.tasks.base import Example, Task, complete, format_scores, group_tag
 
 
 def task_of(trainer: L.Trainer) -> Task | None:
@@ -59,11 +64,13 @@ class TaskEval(L.Callback):
         if module.tokenizer is None:
             return None
         examples = list(task.examples(split))[:limit]
-        scores, completions = evaluate(module.model, module.tokenizer, task, examples, self.batch_size)
+        mine = examples[trainer.global_rank :: trainer.world_size]  # this rank's share
+        completions = complete(module.model, module.tokenizer, task, mine, self.batch_size) if mine else []
+        scores = _scores_over_ranks(trainer, task, examples, mine, completions)
         for group, value in scores.items():
             name = task.metric if group == "all" else f"{task.metric}_{group_tag(group)}"
-            module.log(f"{split}/{name}", float(value))
-        return task, examples, completions, scores
+            module.log(f"{split}/{name}", value, sync_dist=True)  # the same value on every rank already
+        return task, mine, completions, scores, len(examples)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -72,17 +79,33 @@ class TaskEval(L.Callback):
         if self._val_runs % self.every_n_val == 0:
             result = self._run(trainer, module, "val", self.num_val_examples)
             if result is not None and trainer.is_global_zero:
-                task, _, _, scores = result
+                task, _, _, scores, _ = result
                 print(f"\nstep {trainer.global_step}: val {format_scores(task, scores)}")
 
     def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         result = self._run(trainer, module, "test", None)
         if result is None or not trainer.is_global_zero:
             return
-        task, examples, completions, scores = result
+        task, examples, completions, scores, total = result  # samples from this rank's share
         print()
         stride = max(1, len(examples) // max(1, self.num_samples))  # samples from every group
         for example, completion in list(zip(examples, completions, strict=True))[::stride][: self.num_samples]:
             verdict = "right" if task.score(example, completion) >= 1.0 else "WRONG"
             print(f"{example.prompt}{completion}\n  [{verdict}: expected {example.answer}]\n")
-        print(f"held-out test split ({len(examples)} examples): {format_scores(task, scores)}")
+        print(f"held-out test split ({total} examples): {format_scores(task, scores)}")
+
+
+def _scores_over_ranks(
+    trainer: L.Trainer, task: Task, examples: list[Example], mine: list[Example], completions: list[str]
+) -> dict[str, float]:
+    """Mean score overall (``all``) and per group over every rank's share, as ``mean_scores`` gives for one."""
+    groups = sorted({example.group for example in examples})
+    totals = torch.zeros(len(groups) + 1, 2, dtype=torch.float64)  # (sum, count) per group, then overall
+    for example, completion in zip(mine, completions, strict=True):
+        value = float(task.score(example, completion))
+        for row in (groups.index(example.group), -1):
+            totals[row] += torch.tensor([value, 1.0], dtype=torch.float64)
+    if trainer.world_size > 1:
+        totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), reduce_op="sum").cpu()
+    means = (totals[:, 0] / totals[:, 1]).tolist()
+    return {**dict(zip(groups, means[:-1], strict=True)), "all": means[-1]}

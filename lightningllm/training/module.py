@@ -325,12 +325,13 @@ class LitGPT(L.LightningModule):
         """Token-weighted mean NLL over the whole split, perplexity and bits per byte from it."""
         mean_nll = self.val_loss.compute()
         self.val_loss.reset()
-        self.log(f"{prefix}/loss", mean_nll, prog_bar=prefix == "val")
-        self.log(f"{prefix}/ppl", torch.exp(mean_nll))
+        # MeanMetric.compute() has already reduced over the ranks: every rank logs the same value.
+        self.log(f"{prefix}/loss", mean_nll, prog_bar=prefix == "val", sync_dist=True)
+        self.log(f"{prefix}/ppl", torch.exp(mean_nll), sync_dist=True)
         data = self.trainer.datamodule
         bytes_per_token = data.bytes_per_token if isinstance(data, TokenDataModule) else None
         if bytes_per_token:
-            self.log(f"{prefix}/bpb", mean_nll / math.log(2) / bytes_per_token)
+            self.log(f"{prefix}/bpb", mean_nll / math.log(2) / bytes_per_token, sync_dist=True)
 
     # --- optimizer and learning-rate schedule ----------------------------------------------
     def configure_optimizers(self):
