@@ -300,6 +300,10 @@ class LitGPT(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         elapsed = self.clock.step_ended()
+        if self.clock.budget_seconds is not None and self.trainer.world_size > 1:
+            # Every rank takes rank 0's clock: the same learning rate each step (the schedule may follow
+            # the budget), and the same stopping step (one rank stopping alone would hang the others).
+            self.clock.seconds = float(self.trainer.strategy.broadcast(self.clock.seconds, src=0))
         if self.clock.expired:
             self.trainer.should_stop = True
         if self.trainer.log_every_n_steps and self.global_step % self.trainer.log_every_n_steps == 0:
