@@ -229,6 +229,7 @@ def run(argv: list[str], predict_output: str | None = None) -> LightningLLMCLI:
     """
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from torch.multiprocessing import ProcessRaisedException
 
     _tidy_lightning_output()
     sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; passing args= as well makes it warn
@@ -238,6 +239,12 @@ def run(argv: list[str], predict_output: str | None = None) -> LightningLLMCLI:
         raise ValueError(config_error_line(str(err), argv)) from None
     except MisconfigurationException as err:
         raise ValueError(f"trainer: {str(err).strip().splitlines()[0]}") from None
+    except ProcessRaisedException as err:  # ddp_spawn: a rank's exception, as its traceback text
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else "a training process failed"
+        kind, _, message = last.partition(": ")
+        if kind.rsplit(".", 1)[-1] in ("ValueError", "DataError", "FileNotFoundError", "OSError", "RuntimeError"):
+            raise ValueError(message.strip()) from None
+        raise
 
 
 def build_cli(

@@ -284,3 +284,14 @@ def test_model_parallel_strategy_is_refused_instead_of_training_unsynchronised_c
     assert line.startswith("error: trainer.strategy ModelParallelStrategy needs a model that shards itself")
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.distcp"))
+
+
+def test_an_error_inside_ddp_spawn_processes_is_one_error_line_and_exit_code_2(tmp_path):
+    # It came back as the rank's traceback text (torch's ProcessRaisedException), exit code 1.
+    result = run_cli(
+        "fit", "--config", DEBUG, "--trainer.strategy=ddp_spawn", "--trainer.accelerator=cpu", "--trainer.devices=2",
+        "--trainer.val_check_interval=1000", "--data.num_train=200", cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: `val_check_interval` (1000) must be less")
+    assert "Traceback" not in result.stderr
