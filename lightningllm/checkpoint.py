@@ -107,6 +107,15 @@ def model_config(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig
     return config
 
 
+def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The GPT's weights in a LitGPT checkpoint, under the GPT's own names (``model.`` and compile prefixes dropped)."""
+    return {
+        plain_key(key).removeprefix("model."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+
+
 def check_checkpoint(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig:
     """The checkpoint's model config, once its weights are checked against it (names and shapes).
 
@@ -119,11 +128,7 @@ def check_checkpoint(checkpoint: dict, path: str | Path = "checkpoint") -> GPTCo
     config = model_config(checkpoint, path)
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
-    stored = {
-        plain_key(key).removeprefix("model."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("model.") or key.startswith(COMPILED_PREFIX)
-    }
+    stored = model_state(checkpoint)
     missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(
@@ -148,17 +153,7 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
     model = GPT(check_checkpoint(checkpoint, path))
-    state = {
-        plain_key(key).removeprefix("model."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("model.")
-    }
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {path}: its weights do not match its model config "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    model.load_state_dict(model_state(checkpoint))  # names and shapes checked above
     tokenizer = checkpoint.get("tokenizer")
     return model.eval(), Tokenizer.from_str(tokenizer) if tokenizer is not None else None
 
@@ -278,7 +273,7 @@ def load_export(directory: str | Path, data_tokenizer: Tokenizer | None = None) 
     tokenizer_file = directory / "tokenizer.json"
     tokenizer = Tokenizer.from_file(tokenizer_file) if tokenizer_file.is_file() else None
     if data_tokenizer is not None and tokenizer is not None:
-        if data_tokenizer.hf.get_vocab(with_added_tokens=True) != tokenizer.hf.get_vocab(with_added_tokens=True):
+        if not data_tokenizer.same_vocabulary(tokenizer):
             raise ValueError(
                 f"the data's tokenizer ({data_tokenizer.vocab_size} tokens) is not the tokenizer of model.init_from "
                 f"{directory} ({tokenizer.vocab_size} tokens): train on it, e.g. --data.tokenizer_path {tokenizer_file}"

@@ -470,6 +470,12 @@ CASES = [
     Case(
         "resume-optimizer-changed", (*RESUME, "--model.optimizer", "muon"), ("optimizer",), earlier_run=DEBUG_FIT
     ),  # item 10
+    Case(  # Lightning restores the schedule's base rate: a new one was silently not applied
+        "resume-learning-rate-changed",
+        (*RESUME, "--model.learning_rate", "0.01"),
+        ("model.learning_rate",),
+        earlier_run=DEBUG_FIT,
+    ),
     Case(
         "resume-n-embd-changed", (*RESUME, "--model.config.n_embd", "64"), ("n_embd",), earlier_run=DEBUG_FIT
     ),  # item 10

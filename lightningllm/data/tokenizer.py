@@ -136,6 +136,10 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size(with_added_tokens=True)
 
+    def same_vocabulary(self, other: Tokenizer) -> bool:
+        """Whether ``other`` maps every token (special ones included) to the same id."""
+        return self.hf.get_vocab(with_added_tokens=True) == other.hf.get_vocab(with_added_tokens=True)
+
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self.hf.encode(text, add_special_tokens=False).ids
         return [self.bos_id] * bos + ids + [self.eos_id] * eos

@@ -57,7 +57,6 @@ def group_tag(group: str) -> str:
     return "".join(ch for ch in group if ch.isalnum() or ch == "_")
 
 
-@torch.no_grad()
 def evaluate(
     model: GPT,
     tokenizer: Tokenizer,
@@ -75,6 +74,7 @@ def evaluate(
     return mean_scores(task, examples, completions), completions
 
 
+@torch.no_grad()
 def complete(
     model: GPT,
     tokenizer: Tokenizer,
@@ -106,18 +106,28 @@ def complete(
     return completions
 
 
-def mean_scores(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, float]:
-    """Mean score overall (``all``) and per group, groups in sorted order."""
+def score_totals(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, list[float]]:
+    """``{group: [sum of scores, count]}``, groups in sorted order: what adds up over several processes."""
     if len(examples) != len(completions):
         raise ValueError(f"got {len(examples)} examples but {len(completions)} completions")
-    by_group: dict[str, list[float]] = {}
+    totals: dict[str, list[float]] = {}
     for example, completion in zip(examples, completions, strict=True):
-        value = float(task.score(example, completion))
-        by_group.setdefault(example.group, []).append(value)
-    scores = {group: sum(v) / len(v) for group, v in sorted(by_group.items())}
-    every = [v for values in by_group.values() for v in values]
-    scores["all"] = sum(every) / len(every)
+        total = totals.setdefault(example.group, [0.0, 0])
+        total[0] += float(task.score(example, completion))
+        total[1] += 1
+    return dict(sorted(totals.items()))
+
+
+def means(totals: dict[str, list[float]]) -> dict[str, float]:
+    """Mean score per group and overall (``all``: every example counts once) from ``score_totals``."""
+    scores = {group: total / count for group, (total, count) in totals.items() if count}
+    scores["all"] = sum(total for total, _ in totals.values()) / sum(count for _, count in totals.values())
     return scores
+
+
+def mean_scores(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, float]:
+    """Mean score overall (``all``) and per group, groups in sorted order."""
+    return means(score_totals(task, examples, completions))
 
 
 def format_scores(task: Task, scores: dict[str, float]) -> str:

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from lightningllm.data.contract import TokenDataModule
-from lightningllm.tasks.base import Example, Task, complete, format_scores, group_tag
+from lightningllm.tasks.base import Example, Task, complete, format_scores, group_tag, means, score_totals
 
 
 def task_of(trainer: L.Trainer) -> Task | None:
@@ -99,13 +99,9 @@ def _scores_over_ranks(
     trainer: L.Trainer, task: Task, examples: list[Example], mine: list[Example], completions: list[str]
 ) -> dict[str, float]:
     """Mean score overall (``all``) and per group over every rank's share, as ``mean_scores`` gives for one."""
-    groups = sorted({example.group for example in examples})
-    totals = torch.zeros(len(groups) + 1, 2, dtype=torch.float64)  # (sum, count) per group, then overall
-    for example, completion in zip(mine, completions, strict=True):
-        value = float(task.score(example, completion))
-        for row in (groups.index(example.group), -1):
-            totals[row] += torch.tensor([value, 1.0], dtype=torch.float64)
+    groups = sorted({example.group for example in examples})  # every rank knows them all, in one order
+    mine_totals = score_totals(task, mine, completions)
+    totals = torch.tensor([mine_totals.get(group, [0.0, 0]) for group in groups], dtype=torch.float64)
     if trainer.world_size > 1:
         totals = trainer.strategy.reduce(totals.to(trainer.strategy.root_device), reduce_op="sum").cpu()
-    means = (totals[:, 0] / totals[:, 1]).tolist()
-    return {**dict(zip(groups, means[:-1], strict=True)), "all": means[-1]}
+    return means(dict(zip(groups, totals.tolist(), strict=True)))

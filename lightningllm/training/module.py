@@ -251,7 +251,7 @@ class LitGPT(L.LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+        norm = torch.nn.utils.get_total_norm(grads)
         if self._logging_step():
             self.log("train/grad_norm", norm)
         if not torch.isfinite(norm):
@@ -428,29 +428,35 @@ class LitGPT(L.LightningModule):
         checkpoint["train_seconds"] = self.clock.seconds
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._check_compatible(checkpoint)
+        stored = Tokenizer.from_str(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
+        self._check_compatible(checkpoint, stored)
         config = model_config(checkpoint)
         if self.model is None or self.model.config != config:
             self._build(config)
             self.configure_model()
-        if "tokenizer" in checkpoint:
-            self.tokenizer = Tokenizer.from_str(checkpoint["tokenizer"])
+        if stored is not None:
+            self.tokenizer = stored
         self.clock.seconds = checkpoint.get("train_seconds", 0.0)
         # Checkpoints written by an older version from a compiled model may name parameters with its prefix.
         checkpoint["state_dict"] = {plain_key(k): v for k, v in checkpoint["state_dict"].items()}
 
-    def _check_compatible(self, checkpoint: dict) -> None:
-        """One line refusing a checkpoint whose tokenizer is not the data's, or (resuming) whose optimizer differs."""
-        stored = checkpoint.get("tokenizer")
+    def _check_compatible(self, checkpoint: dict, stored: Tokenizer | None) -> None:
+        """Refuse a checkpoint whose tokenizer is not the data's or (resuming) whose learning rate/optimizer differ."""
         data = self._data_tokenizer
-        if stored is not None and data is not None:
-            stored = Tokenizer.from_str(stored)
-            if stored.hf.get_vocab(with_added_tokens=True) != data.hf.get_vocab(with_added_tokens=True):
-                raise ValueError(
-                    f"the checkpoint's tokenizer ({stored.vocab_size} tokens) is not the data's "
-                    f"({data.vocab_size} tokens): use the data settings it was trained with "
-                    "(validate/test --ckpt_path C alone read them from the checkpoint)"
-                )
+        if stored is not None and data is not None and not stored.same_vocabulary(data):
+            raise ValueError(
+                f"the checkpoint's tokenizer ({stored.vocab_size} tokens) is not the data's "
+                f"({data.vocab_size} tokens): use the data settings it was trained with "
+                "(validate/test --ckpt_path C alone read them from the checkpoint)"
+            )
+        base_lrs = [lr for schedule in checkpoint.get("lr_schedulers", []) for lr in schedule.get("base_lrs", [])]
+        wanted = self.hparams.learning_rate
+        if self._stage == "fit" and any(not math.isclose(lr, wanted, rel_tol=1e-9) for lr in base_lrs):
+            raise ValueError(  # Lightning restores the scheduler's base rate, which would win over the new one
+                f"cannot resume with model.learning_rate={wanted:g}: the checkpoint's schedule runs at "
+                f"{base_lrs[0]:g}; resume with --model.learning_rate={base_lrs[0]:g}, or start a new run from its "
+                "weights (lightningllm export, then --model.init_from)"
+            )
         groups = [group for state in checkpoint.get("optimizer_states", []) for group in state.get("param_groups", [])]
         if self._stage == "fit" and groups:
             trained = "muon" if any(group.get("use_muon") for group in groups) else "adamw"

@@ -46,7 +46,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def _write(self, mode: str, text: str) -> None:
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
+            if mode == "w":
+                self.output.parent.mkdir(parents=True, exist_ok=True)
             with self._partial.open(mode, encoding="utf-8") as handle:
                 handle.write(text)
         except OSError as err:
