@@ -5,8 +5,10 @@ entry, ``config`` (the model's ``GPTConfig``: the shape, stored once), with the 
 under ``tokenizer``, the training wall-clock under ``train_seconds`` and, when the run came from
 the ``lightningllm`` command, its whole config under ``lightningllm_config`` (so ``validate`` and
 ``test`` need nothing but the checkpoint). Parameter names never carry ``torch.compile``'s
-``_orig_mod.`` prefix (``LitGPT`` compiles its step function, not the module); ``plain_key``
-drops it from files that have it.
+``_orig_mod.`` prefix (``LitGPT`` compiles its step function, or its blocks in place);
+``plain_key`` drops it from files that have it. A checkpoint is a ``.ckpt`` file, or, from
+``ModelParallelStrategy`` (FSDP2), a folder of shards that ``read_checkpoint`` consolidates
+(``lightningllm.sharded_checkpoint``): everything below takes either.
 
 An export is a folder another project loads without Lightning or pickle: ``config.json`` (the
 ``GPTConfig``), ``model.safetensors`` (the weights; a tied embedding stored once) and
@@ -16,8 +18,8 @@ user put there (a README, evaluations); any other non-empty folder (bar an older
 those files) is refused.
 ``GPT.from_pretrained(DIR)`` and ``Tokenizer.from_file(DIR)`` read it (checking the files against
 each other first); ``fit --model.init_from DIR`` trains on from it.
-Everything is read with ``torch.load(weights_only=True)`` or safetensors: no code runs from a
-file. This module imports no Lightning.
+Everything is read with ``torch.load(weights_only=True)``, safetensors or an allowlist unpickler:
+no code runs from a file. This module imports no Lightning.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 from lightningllm.atomic import atomic_directory, fsync_path
 from lightningllm.data.tokenizer import Tokenizer
 from lightningllm.model import GPT, GPTConfig
+from lightningllm.sharded_checkpoint import SHARDED_METADATA, is_sharded_checkpoint, read_sharded_weights
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 """What an export folder holds; ``tokenizer.json`` is absent when the checkpoint had no tokenizer."""
@@ -59,8 +62,14 @@ def plain_key(key: str) -> str:
     return key.replace(COMPILED_PREFIX, "")
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict:
+def read_checkpoint(ckpt_path: str | Path, weights: bool = True) -> dict:
     """A checkpoint's contents, read with ``torch.load(weights_only=True)`` and memory-mapped tensors.
+
+    A sharded checkpoint (a folder that ``ModelParallelStrategy`` wrote, see
+    ``lightningllm.sharded_checkpoint``) is consolidated: its ``meta.pt``, with the whole weights
+    under ``state_dict`` and no optimizer state. ``weights=False`` leaves those weights on the
+    ``meta`` device (names, shapes and dtypes only: all ``check_checkpoint`` needs); a ``.ckpt``
+    file is memory-mapped either way.
 
     Raises:
         FileNotFoundError: the checkpoint does not exist.
@@ -68,26 +77,40 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     """
     path = Path(ckpt_path)
     if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a folder: give a .ckpt file (e.g. {path / 'last.ckpt'})")
+        if not is_sharded_checkpoint(path):
+            raise ValueError(
+                f"checkpoint {path} is a folder without {SHARDED_METADATA}, so not a sharded checkpoint: give a .ckpt "
+                f"file (e.g. {path / 'last.ckpt'}) or a folder that ModelParallelStrategy wrote"
+            )
+        checkpoint = _read_file(path / SHARDED_METADATA, f"checkpoint {path} ({SHARDED_METADATA})")
+        checkpoint["state_dict"] = read_sharded_weights(path, load=weights)
+        return checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return _read_file(path, f"checkpoint {path}")
+
+
+def _read_file(path: Path, what: str) -> dict:
+    """A ``torch.save`` file's dictionary, read with ``weights_only=True`` and memory-mapped (``what`` names it)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"cannot read checkpoint {path}: it is not a file written by torch.save (no zip archive)")
+        raise ValueError(f"cannot read {what}: it is not a file written by torch.save (no zip archive)")
     with zipfile.ZipFile(path) as archive:
         if not any(name.endswith("/data.pkl") for name in archive.namelist()):
-            raise ValueError(f"cannot read checkpoint {path}: it is a zip archive, but not one written by torch.save")
+            raise ValueError(f"cannot read {what}: it is a zip archive, but not one written by torch.save")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         raise ValueError(
-            f"cannot read checkpoint {path}: it holds Python objects other than tensors and plain values, "
+            f"cannot read {what}: it holds Python objects other than tensors and plain values, "
             "which are not loaded because that could run arbitrary code"
         ) from None
     except Exception as err:  # a truncated file raises anything from zip to runtime errors
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {message}") from None
+        raise ValueError(f"cannot read {what}: {message}") from None
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"checkpoint {path} was not written by lightningllm (it is not a dictionary)")
+        raise ValueError(f"{what} was not written by lightningllm (it is not a dictionary)")
     return checkpoint
 
 

@@ -183,6 +183,7 @@ class LightningLLMCLI(LightningCLI):
                 keep_earlier_checkpoints(Path(callback.dirpath))
 
     def before_predict(self) -> None:
+        self.model.check_strategy(self.trainer.strategy, "predict")
         writers = [cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)]
         if not writers:
             writers = [PredictionWriter(self.predict_output or "predictions.jsonl")]

@@ -3,7 +3,8 @@
 ``lightningllm fit|validate|test|predict`` run LightningCLI (``lightningllm.cli.app``);
 ``predict`` also takes ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and ``--output
 FILE``, and needs only ``--ckpt_path`` (or ``--model.init_from``). ``validate`` and ``test``
-with only ``--ckpt_path`` take the run's config from the checkpoint. ``lightningllm export``
+with only ``--ckpt_path`` take the run's config from the checkpoint. Every ``--ckpt_path`` is a
+``.ckpt`` file or a sharded folder (``ModelParallelStrategy``'s ``last.ckpt/``). ``lightningllm export``
 writes a portable model folder and loads no Lightning. Errors in the user's data, config or
 checkpoint end in one line and exit code 2.
 """
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         check_config_files(argv)
         argv, predict_output = expand_predict_shortcuts(argv)
-        argv = config_from_checkpoint(argv, given_checkpoint(argv))
+        checkpoint = given_checkpoint(argv)
+        argv = shape_from_sharded_checkpoint(config_from_checkpoint(argv, checkpoint), checkpoint)
         from lightningllm.cli.app import run
 
         run(argv, predict_output)
@@ -129,19 +131,36 @@ def expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def given_checkpoint(argv: list[str]) -> dict | None:
-    """The checkpoint named by ``--ckpt_path`` (a file; not Lightning's ``last``/``best``), read safely.
+    """The checkpoint named by ``--ckpt_path`` (a file or a sharded folder; not ``last``/``best``), read safely.
 
-    Read here, memory-mapped, so that a missing, corrupt or foreign file is one clear line before
-    LightningCLI reads the checkpoint's hyperparameters itself.
+    Read here, memory-mapped (a sharded folder: its index and ``meta.pt``, not its weights), so that a
+    missing, corrupt or foreign checkpoint is one clear line before LightningCLI reads it itself.
     """
     ckpt_path = _option(argv, "--ckpt_path")
     if ckpt_path in (None, "last", "best", "hpc", "registry") or any(a in ("-h", "--help") for a in argv):
         return None
     from lightningllm.checkpoint import check_checkpoint, read_checkpoint
 
-    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path, weights=False)
     check_checkpoint(checkpoint, ckpt_path)
     return checkpoint
+
+
+def shape_from_sharded_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:
+    """``--ckpt_path`` a sharded folder: its model shape as ``--model.config``, last, so that it wins.
+
+    LightningCLI applies a checkpoint's shape over the command line's, but reads it only from a
+    ``.ckpt`` file; without it ``predict`` would not know the vocabulary before the weights load.
+    """
+    ckpt_path = _option(argv, "--ckpt_path")
+    if checkpoint is None or ckpt_path is None:
+        return argv
+    from lightningllm.checkpoint import model_config
+    from lightningllm.sharded_checkpoint import is_sharded_checkpoint
+
+    if not is_sharded_checkpoint(ckpt_path):
+        return argv
+    return [*argv, f"--model.config={json.dumps(model_config(checkpoint, ckpt_path).to_dict())}"]
 
 
 def config_from_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:
@@ -179,7 +198,11 @@ def export(argv: list[str]) -> None:
         description="Write a portable model folder (config.json, model.safetensors, tokenizer.json; no pickle) "
         "that GPT.from_pretrained(DIR) loads without Lightning and `fit --model.init_from DIR` trains on from.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `lightningllm fit`")
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        help="a checkpoint written by `lightningllm fit`: a .ckpt file or a sharded folder",
+    )
     parser.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export to replace)")
     args = parser.parse_args(argv)
     from lightningllm.checkpoint import EXPORT_FILES, export_checkpoint

@@ -7,6 +7,7 @@ trains on empty samples and a negative one ends in "``__len__() should return >=
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from lightningllm.data.sources import DataError
@@ -34,3 +35,11 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
     """Refuse ``value`` unless it is one of ``choices``."""
     if value not in choices:
         raise DataError(f"{name} must be one of {', '.join(map(repr, choices))} (got {value!r})")
+
+
+def check_size(name: str, value: object) -> None:
+    """Refuse ``value`` unless it is a size in bytes: an integer, or a number with a unit, e.g. ``50GB``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return
+    if not isinstance(value, str) or not re.fullmatch(r"\s*\d+(\.\d+)?\s*([kmgt]?b?)\s*", value, re.IGNORECASE):
+        raise DataError(f"{name} must be a size such as 50GB, 500MB or a number of bytes (got {value!r})")

@@ -4,11 +4,14 @@ A ``TokenDataModule`` (the data → model contract) and a plain ``LightningDataM
 with any ``Trainer``, in this app or in someone else's project. A subclass says what to read by
 one method, ``corpus()``, and holds its own settings; this class holds the tokenizer, sample and
 loader settings. ``prepare_data`` (once per node) prepares the corpus and caches it by
-fingerprint (``lightningllm.data.prepare``); ``setup`` only opens the shards. Each sample is
-``block_size + 1`` consecutive tokens, split into inputs and targets (``decode_sample``). Every
-setting is checked at construction (``lightningllm.data.checks``), and ``setup`` refuses a split
-its stage reads that holds no batch (Lightning would train or validate on nothing and exit 0),
-in one line with its token count, what one batch needs, and what to change: a subclass words
+fingerprint (``lightningllm.data.prepare``); ``setup`` only opens the shards. With an ``s3://``
+``cache_dir`` the corpus is prepared into a bucket and its shards stream from there, cached in
+``local_cache_dir`` (``lightningllm.data.storage``). Each sample is ``block_size + 1``
+consecutive tokens, split into inputs and targets (``decode_sample``); training reads them in
+the run's one order, each data-parallel rank its share of every step (``lightningllm.data.loader``).
+Every setting is checked at construction (``lightningllm.data.checks``), and ``setup`` refuses a
+split its stage reads that holds no batch (Lightning would train or validate on nothing and exit
+0), in one line with its token count, what one batch needs, and what to change: a subclass words
 the last two with ``data_source`` and ``more_data_hint``. The state saved in checkpoints lets
 ``fit --ckpt_path`` refuse, in one line, to resume on data that no longer matches.
 """
@@ -18,11 +21,22 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lightningllm.data.checks import check_choice, check_int
+from lightningllm.data.checks import check_choice, check_int, check_size
 from lightningllm.data.contract import TokenDataModule
-from lightningllm.data.prepare import SPLITS, Corpus, TokenizerSpec, corpus_dir, prepare_corpus, read_report
-from lightningllm.data.shards import MAX_VOCAB_SIZE, count_samples, decode_sample, is_prepared
+from lightningllm.data.loader import data_parallel_share
+from lightningllm.data.prepare import (
+    SPLITS,
+    Corpus,
+    TokenizerSpec,
+    corpus_dir,
+    mirror_corpus,
+    prepare_corpus,
+    publish_corpus,
+    read_report,
+)
+from lightningllm.data.shards import MAX_VOCAB_SIZE, chunk_samples, count_samples, decode_sample, is_prepared
 from lightningllm.data.sources import DataError
+from lightningllm.data.storage import S3Folder, is_url
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind, check_bpe_vocab_size
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
@@ -44,6 +58,9 @@ class CorpusDataModule(TokenDataModule):
         shuffle: bool = True,
         seed: int = 42,
         cache_dir: str = ".cache/lightningllm",
+        local_cache_dir: str = ".cache/lightningllm",
+        max_cache_size: str | None = None,
+        s3_endpoint: str | None = None,
         prepare_workers: int = 2,
     ):
         """
@@ -58,7 +75,19 @@ class CorpusDataModule(TokenDataModule):
             num_workers: loader worker processes (0 reads in the main process).
             shuffle: shuffle training samples each epoch (off keeps the corpus order, e.g. a curriculum).
             seed: seed of the shuffle.
-            cache_dir: where prepared shards are cached, keyed by a fingerprint of the corpus and settings.
+            cache_dir: where prepared corpora are kept, each in a folder named by a fingerprint of the corpus and
+                settings: a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded
+                there, then streamed from there; see ``s3_endpoint`` for the server and credentials).
+            local_cache_dir: with an ``s3://`` ``cache_dir``: the local folder, under ``s3/<bucket>/<prefix>/``,
+                of each corpus's small files, the shards streamed from the bucket, and the staging folder of a
+                corpus being prepared.
+            max_cache_size: with an ``s3://`` ``cache_dir``: the most streamed shard data kept in
+                ``local_cache_dir``, e.g. ``50GB`` (a corpus larger than that has its shards deleted once read);
+                None: litdata's default, 75% of the free disk.
+            s3_endpoint: the URL of an S3-compatible server (MinIO, SeaweedFS, R2), e.g. ``http://10.0.0.5:9000``;
+                None: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` or the AWS config, else AWS itself.
+                Credentials are never settings: boto3 reads ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``,
+                or ``AWS_PROFILE`` and ``~/.aws``.
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
         """
         super().__init__()
@@ -73,12 +102,11 @@ class CorpusDataModule(TokenDataModule):
         check_int("data.seed", seed, 0, 2**32 - 1)  # numpy's seed range, which the shuffle uses
         check_int("data.prepare_workers", prepare_workers, 1)
         if not isinstance(cache_dir, str | Path) or not str(cache_dir):
-            raise DataError(f"data.cache_dir must be a folder path (got {cache_dir!r})")
-        if "://" in str(cache_dir):  # Path("s3://b/x") is a local folder named "s3:"
-            raise DataError(
-                f"data.cache_dir {cache_dir} is a URL: prepared data lives in a local folder for now (object storage "
-                "is not supported yet)"
-            )
+            raise DataError(f"data.cache_dir must be a folder path or an s3:// URI (got {cache_dir!r})")
+        if not isinstance(local_cache_dir, str | Path) or not str(local_cache_dir) or is_url(local_cache_dir):
+            raise DataError(f"data.local_cache_dir must be a local folder path (got {local_cache_dir!r})")
+        if max_cache_size is not None:
+            check_size("data.max_cache_size", max_cache_size)
         self.tokenizer_kind = tokenizer_kind
         self.vocab_size = vocab_size
         self.tokenizer_path = tokenizer_path
@@ -88,7 +116,11 @@ class CorpusDataModule(TokenDataModule):
         self.num_workers = num_workers
         self.shuffle = shuffle
         self.seed = seed
-        self.cache_dir = Path(cache_dir)
+        self.remote = S3Folder(str(cache_dir), s3_endpoint) if is_url(cache_dir) else None
+        """The folder in object storage that holds prepared corpora, for an ``s3://`` ``cache_dir``; else None."""
+        self.cache_dir = Path(cache_dir) if self.remote is None else self.remote.local_mirror(Path(local_cache_dir))
+        """The local folder of prepared corpora: ``cache_dir`` itself, or the local mirror of ``remote``."""
+        self.max_cache_size = max_cache_size
         self.prepare_workers = prepare_workers
         self.tokenizer: Tokenizer | None = None
         self.report: dict = {}
@@ -115,13 +147,19 @@ class CorpusDataModule(TokenDataModule):
     # --- preparation -----------------------------------------------------------------------
     @functools.cached_property
     def prepared_dir(self) -> Path:
-        """Where the prepared corpus lives; computed once (for files it lists and stats every source),
-        then shared by ``prepare_data``, ``setup`` and every checkpoint's ``state_dict``."""
+        """Where the prepared corpus lives (for one in object storage, the local mirror of its folder there);
+        computed once (for files it lists and stats every source), then shared by ``prepare_data``, ``setup``
+        and every checkpoint's ``state_dict``."""
         return corpus_dir(self.corpus(), self.tokenizer_spec, self.cache_dir)
 
     def prepare_data(self) -> None:
-        """Prepare the corpus into ``prepared_dir``, or reuse it when it is already there."""
-        prepare_corpus(self.corpus(), self.prepared_dir, self.tokenizer_spec, self.prepare_workers)
+        """Prepare the corpus into ``prepared_dir``, or reuse it when it is already there; for an ``s3://``
+        ``cache_dir``, into the bucket, then mirror its small files into ``prepared_dir``."""
+        if self.remote is None:
+            prepare_corpus(self.corpus(), self.prepared_dir, self.tokenizer_spec, self.prepare_workers)
+            return
+        publish_corpus(self.corpus(), self.remote, self.prepared_dir, self.tokenizer_spec, self.prepare_workers)
+        mirror_corpus(self.remote, self.prepared_dir)
 
     # --- loading ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -134,7 +172,8 @@ class CorpusDataModule(TokenDataModule):
 
     def _open(self) -> None:
         directory = self.prepared_dir
-        if not is_prepared(directory):
+        found = is_prepared(directory) if self.remote is None else mirror_corpus(self.remote, directory)
+        if not found:
             self.prepare_data()
         self.tokenizer = Tokenizer.from_file(directory / "tokenizer.json")
         self.report = read_report(directory)
@@ -144,13 +183,26 @@ class CorpusDataModule(TokenDataModule):
             if not self.report["tokens"].get(split):
                 continue  # an empty split has no shards
             self._datasets[split] = StreamingDataset(
-                str(directory / split),
+                **self._shards(split),
                 item_loader=TokensLoader(block_size=self.block_size + 1),
-                shuffle=self.shuffle and split == "train",
-                drop_last=split == "train",
-                seed=self.seed,
+                shuffle=False,  # read by index, in the orders of lightningllm.data.loader
+                drop_last=True,  # unused (only litdata's own iteration reads it); without it litdata warns under DDP
                 transform=decode_sample,
             )
+
+    def _shards(self, split: str) -> dict:
+        """Where litdata reads the shards of ``split``: its folder, or for a corpus in object storage the bucket,
+        with that folder caching what streams from it (up to ``max_cache_size``)."""
+        folder = str(self.prepared_dir / split)
+        if self.remote is None:
+            return {"input_dir": folder}
+        from litdata.streaming.resolver import Dir
+
+        return {
+            "input_dir": Dir(path=folder, url=self.remote.url(self.prepared_dir.name, split)),
+            "storage_options": self.remote.storage_options(),
+            "max_cache_size": self.max_cache_size,
+        }
 
     @property
     def bytes_per_token(self) -> float | None:
@@ -161,23 +213,36 @@ class CorpusDataModule(TokenDataModule):
 
     def num_train_samples(self) -> int:
         """Training samples of ``block_size + 1`` tokens per epoch (after ``setup``)."""
-        return len(self._datasets["train"])
+        return count_samples(self.prepared_dir / "train", self.block_size + 1)
 
     def _loader(self, split: str):
-        """The loader of ``split``; a ``DataError`` when it would hold no batch (Lightning would run none)."""
-        from lightningllm.data.loader import TokenLoader
+        """The loader of ``split``; a ``DataError`` when it would hold no batch (Lightning would run none).
+
+        Each data-parallel rank reads its share of every step of the run's one sample order
+        (``lightningllm.data.loader``): training shuffled (with ``shuffle``), evaluation in order and
+        padded to whole steps.
+        """
+        from torch.utils.data import DataLoader
+
+        from lightningllm.data.loader import RankBatches, TrainLoader
 
         if split not in self._datasets:
             raise self._too_little(split, drop_last=split == "train")
-        loader = TokenLoader(
-            self._datasets[split],
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=False,
-            drop_last=split == "train",
-        )
+        rank, ranks = data_parallel_share(self.trainer)
+        chunks = chunk_samples(self.prepared_dir / split, self.block_size + 1)
+        if split == "train":
+            batches = RankBatches(
+                self._datasets[split], chunks, self.batch_size, rank, ranks, seed=self.seed, shuffle=self.shuffle
+            )
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            loader = TrainLoader(batches, num_workers=self.num_workers, epoch=epoch)
+        else:
+            batches = RankBatches(
+                self._datasets[split], chunks, self.batch_size, rank, ranks, pad_last=True, seed=0, shuffle=False
+            )
+            loader = DataLoader(batches, batch_size=None, num_workers=self.num_workers)
         if len(loader) == 0:
-            raise self._too_little(split, drop_last=self._datasets[split].drop_last)
+            raise self._too_little(split, drop_last=split == "train")
         return loader
 
     def _too_little(self, split: str, drop_last: bool) -> DataError:
@@ -185,11 +250,11 @@ class CorpusDataModule(TokenDataModule):
         window = self.block_size + 1
         tokens = self.report["tokens"].get(split, 0)
         samples = count_samples(self.prepared_dir / split, window) if tokens else 0
-        world = self.trainer.world_size if self.trainer is not None else 1
+        world = data_parallel_share(self.trainer)[1]
         plural = "" if samples == 1 else "s"
         has = f"the {split} split of {self.data_source()} has {tokens:,} tokens ({samples:,} sample{plural} of "
         has += f"data.block_size + 1 = {window})"
-        if drop_last:  # only whole batches, on every process
+        if drop_last:  # only whole steps: a batch on every data-parallel process
             processes = f"{world} processes × " if world > 1 else ""
             total = world * self.batch_size * window
             needs = f"one batch needs {processes}data.batch_size {self.batch_size} × {window} = {total:,} tokens"
@@ -214,8 +279,6 @@ class CorpusDataModule(TokenDataModule):
         return {
             "corpus": self.prepared_dir.name,
             "block_size": self.block_size,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
             "shuffle": self.shuffle,
             "seed": self.seed,
         }

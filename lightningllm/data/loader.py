@@ -1,31 +1,161 @@
-"""TokenLoader: litdata's ``StreamingDataLoader`` that resumes mid-epoch once, not at every later epoch.
+"""The training stream: one sample order for the whole run, each step's batch cut across the data-parallel ranks.
 
-After ``load_state_dict`` (a resumed ``fit``), litdata replays the loaded position at the start of
-every epoch until one epoch runs its iterator to exhaustion. Lightning ends an epoch by counting
-batches, so a resumed epoch never exhausts it, and every later epoch started again at the
-resumed sample (a run resumed at step 50 of a 118-batch epoch repeated samples 400–943 each
-epoch). Here a new epoch after the resumed one starts from the beginning, as in a run that was
-never interrupted.
+Step ``k`` of an epoch trains on samples ``order[p + k·G : p + (k+1)·G]`` of that epoch's order,
+where ``p`` is where the epoch (or a resumed run) started and ``G`` is the global batch,
+``batch_size`` × the data-parallel ranks; rank ``r`` takes the ``r``-th ``batch_size`` of it.
+So 2 ranks × ``b`` train on exactly the samples of 1 rank × ``2b``, step by step; within an
+epoch no two ranks share a sample, and together they cover the split (bar its last ``N mod G``
+samples, left out as ``drop_last`` does). litdata's own distributed loader gives each rank a
+contiguous part of the stream instead, which no number of ranks can make batch-equivalent.
+
+The order is seeded by ``(seed, epoch)``: the split's chunks (litdata shard files) in a random
+order, then the samples of each window of ``WINDOW_CHUNKS`` consecutive chunks in a random
+order. A reader thus needs one window's chunks at a time (what matters when they stream from
+object storage), and a small corpus, one window, is shuffled whole.
+
+The position (epoch, next sample) is what ``TrainLoader.state_dict`` saves in checkpoints: a run
+resumed from one continues at the exact next sample on any number of ranks, with any
+``batch_size`` or loader workers.
+
+Validation and test read every sample once, in order, cut the same way; the last step is filled
+up with padding rows whose targets are all ``IGNORE_INDEX`` (they weigh nothing in a
+token-weighted loss). So every rank runs the same number of full batches (a rank with one step
+more or less would hang the others' collectives, under FSDP2 in every forward) and the split's
+loss is the same on any number of ranks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from litdata import StreamingDataLoader
+import numpy as np
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import ParallelStrategy
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from lightningllm.model import IGNORE_INDEX
+
+WINDOW_CHUNKS = 64
+"""Chunks whose samples are shuffled together (64 chunks of about 1 MB: 32M tokens)."""
 
 
-class TokenLoader(StreamingDataLoader):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resumed_epoch_started = False
+def data_parallel_share(trainer: Trainer | None) -> tuple[int, int]:
+    """(this process's data-parallel rank, the number of them): ``(0, 1)`` without a trainer or on one device."""
+    if trainer is None or not isinstance(trainer.strategy, ParallelStrategy):
+        return 0, 1
+    share = trainer.strategy.distributed_sampler_kwargs  # DDP: the world; ModelParallel: the data-parallel mesh
+    return int(share["rank"]), int(share["num_replicas"])
 
-    def load_state_dict(self, obj: dict[str, Any]) -> None:
-        super().load_state_dict(obj)
-        self._resumed_epoch_started = False
 
-    def __iter__(self) -> Any:
-        if self.restore and self._resumed_epoch_started:
-            self.restore = False  # the resumed epoch is over: this one starts at its first sample
-        self._resumed_epoch_started = self.restore
-        return super().__iter__()
+def epoch_order(chunk_samples: list[int], epoch: int, seed: int, shuffle: bool) -> np.ndarray:
+    """Sample ids (litdata's global indices) of one epoch, in training order.
+
+    ``chunk_samples[c]`` is the number of samples in chunk ``c``; a chunk's samples are numbered
+    after those of the chunks before it, as litdata numbers them.
+    """
+    starts = np.concatenate([[0], np.cumsum(chunk_samples)]).astype(np.int64)
+    if not shuffle:
+        return np.arange(starts[-1], dtype=np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    chunks = rng.permutation(len(chunk_samples))
+    windows = []
+    for first in range(0, len(chunks), WINDOW_CHUNKS):
+        ids = np.concatenate([np.arange(starts[c], starts[c + 1]) for c in chunks[first : first + WINDOW_CHUNKS]])
+        windows.append(rng.permutation(ids))
+    return np.concatenate(windows) if windows else np.zeros(0, dtype=np.int64)
+
+
+class RankBatches(IterableDataset):
+    """This rank's batch of each remaining step of an epoch: ``(inputs, targets)``, each ``(batch_size, T)``.
+
+    ``samples[i]`` is sample ``i`` as an ``(inputs, targets)`` pair (a litdata ``StreamingDataset``
+    read by index). ``pad_last``: the last ``N mod G`` samples make one more step, padded (for
+    evaluation); else they are left out (training). With loader workers, worker ``w`` of ``k``
+    makes steps ``w, w + k, ...``, which the loader hands out in step order.
+    """
+
+    def __init__(
+        self, samples: Any, chunk_samples: list[int], batch_size: int, rank: int, ranks: int, pad_last: bool = False,
+        **order: Any,
+    ):  # fmt: skip
+        self.samples = samples
+        self.chunk_samples = chunk_samples
+        self.batch_size = batch_size
+        self.rank = rank
+        self.ranks = ranks
+        self.pad_last = pad_last
+        self.order = order  # seed, shuffle
+        self.epoch = 0
+        self.start = 0  # the sample of the epoch's order where the next step starts
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.chunk_samples)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.ranks
+
+    def __len__(self) -> int:
+        """Steps in a whole epoch (a resumed one ends at the same step)."""
+        return self._steps(self.num_samples)
+
+    def _steps(self, samples: int) -> int:
+        return -(-samples // self.global_batch) if self.pad_last else samples // self.global_batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = epoch_order(self.chunk_samples, self.epoch, **self.order)
+        start = self.start  # read once: the loader moves it on as it hands out batches
+        worker = get_worker_info()
+        first, every = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for step in range(first, self._steps(len(order) - start), every):
+            begin = start + step * self.global_batch + self.rank * self.batch_size
+            pairs = [self._sample(order, i) for i in range(begin, begin + self.batch_size)]
+            yield torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+
+    def _sample(self, order: np.ndarray, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i < len(order):
+            return self.samples[int(order[i])]
+        inputs, targets = self.samples[int(order[0])]  # padding: any inputs, no target
+        return inputs, torch.full_like(targets, IGNORE_INDEX)
+
+
+class TrainLoader(DataLoader):
+    """The loader of ``RankBatches``; its ``state_dict`` is the position, which Lightning saves in checkpoints.
+
+    Each ``iter()`` is an epoch: the first one of a resumed run continues the checkpoint's epoch at
+    its next sample, and every later one starts the next epoch at its first sample.
+    """
+
+    def __init__(self, batches: RankBatches, num_workers: int = 0, epoch: int = 0):
+        super().__init__(batches, batch_size=None, num_workers=num_workers)
+        self.batches = batches
+        batches.epoch = epoch
+        self._first_iter = True  # this loader (new, or just restored) has not begun an epoch yet
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = self.batches
+        if not self._first_iter or batches.start + batches.global_batch > batches.num_samples:
+            batches.epoch, batches.start = batches.epoch + 1, 0
+        self._first_iter = False
+        for batch in super().__iter__():  # the workers start from the position set above
+            batches.start += batches.global_batch  # counted here, not in the workers, which read ahead
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        batches = self.batches
+        return {"epoch": batches.epoch, "sample": batches.start, "samples": batches.num_samples, **batches.order}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        batches = self.batches
+        saved = {key: state.get(key) for key in ("samples", *batches.order)}
+        if "sample" not in state or saved != {"samples": batches.num_samples, **batches.order}:
+            raise ValueError(
+                f"cannot resume the data position: the checkpoint's training stream ({saved}) is not this one "
+                f"({ {'samples': batches.num_samples, **batches.order} }); resume with the data settings it was "
+                "trained with, or start a new run from its weights"
+            )
+        batches.epoch, batches.start = int(state["epoch"]), int(state["sample"])
+        self._first_iter = True

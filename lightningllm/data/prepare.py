@@ -13,6 +13,13 @@ stays behind, and one left by a killed run is removed by the next). The global R
 as they were, so a first run and a cached run with the same seed initialize the same model.
 ``corpus_dir`` names the folder by a fingerprint of the corpus and tokenizer settings: the same
 settings reuse it without tokenizing again.
+
+A corpus can live in object storage instead (``lightningllm.data.storage``): ``publish_corpus``
+builds it the same way in a staging folder on local disk, then uploads it to
+``s3://bucket/prefix/<name>-<fingerprint>/`` with ``report.json`` last, so a half-uploaded corpus
+is never taken as prepared. ``mirror_corpus`` copies its small files (tokenizer, report, the
+index of each split's shards) to a local folder of the same name, which the data module reads as
+it reads a local corpus, while the shards stream from the bucket.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from lightningllm.atomic import temporary_name
 from lightningllm.data.instruct import Segment
 from lightningllm.data.shard_writer import write_shards
 from lightningllm.data.shards import COMPLETE_MARKER, PieceWriter, count_tokens, fingerprint, is_prepared
 from lightningllm.data.sources import CleaningReport, DataError, fingerprint_files, in_sample
 from lightningllm.data.staging import remove_abandoned, staging_directory
+from lightningllm.data.storage import S3Folder
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -138,24 +147,104 @@ def _preserved_rng_state() -> Iterator[None]:
         torch.random.set_rng_state(states[2])
 
 
+def publish_corpus(corpus: Corpus, remote: S3Folder, local: Path, tokenizer: TokenizerSpec, workers: int = 2) -> dict:
+    """Prepare ``corpus`` into ``<remote>/<local.name>/`` unless it is there already; return its report.
+
+    It is built in a staging folder beside ``local`` (the corpus's folder in the local mirror of
+    ``remote``, ``S3Folder.local_mirror``), uploaded with ``report.json`` last, and the staging
+    folder removed. Several processes publishing the same corpus at once upload the same files.
+
+    Raises:
+        DataError: one line naming the URI when the bucket cannot be reached, read or written, and
+            as ``prepare_corpus`` does.
+        OSError: as ``prepare_corpus`` does.
+    """
+    target = remote.url(local.name)
+    report = remote.read(local.name, COMPLETE_MARKER)
+    if report is None:
+        with _preserved_rng_state(), staging_directory(local.parent, local.name) as staging:
+            built, summary, message = _built(corpus, staging, local.parent, tokenizer, workers)
+            if remote.read(local.name, COMPLETE_MARKER) is None:  # unless another run published it meanwhile
+                remote.upload(built, local.name, last=COMPLETE_MARKER)
+        print(f"data: {message}; shards in {target}")
+        return summary
+    remove_abandoned(local.parent)
+    print(f"data: reusing prepared shards in {target}")
+    return json.loads(report)
+
+
+def mirror_corpus(remote: S3Folder, local: Path) -> bool:
+    """Copy the small files of the published corpus ``<remote>/<local.name>/`` into ``local``; False when it
+    is not published (no ``report.json`` there).
+
+    ``local`` then holds ``tokenizer.json``, ``report.json`` and each split's ``index.json``, read
+    like a local corpus; a split's shards stream into its folder. Its cached shards are dropped when
+    the split's index has changed (the corpus was published again).
+    """
+    report = remote.read(local.name, COMPLETE_MARKER)
+    if report is None:
+        return False
+    _write_if_changed(local / "tokenizer.json", _published(remote, local.name, "tokenizer.json"))
+    for split, tokens in json.loads(report)["tokens"].items():
+        if tokens:  # an empty split has no shards
+            if _write_if_changed(local / split / "index.json", _published(remote, local.name, split, "index.json")):
+                for stale in (local / split).iterdir():  # shards cached from the earlier index
+                    if stale.name != "index.json" and not stale.name.startswith("."):  # nor another's temporary
+                        stale.unlink(missing_ok=True)
+    _write_if_changed(local / COMPLETE_MARKER, report)
+    return True
+
+
+def _published(remote: S3Folder, *parts: str) -> bytes:
+    """A file of a published corpus; a ``DataError`` when it is missing (deleted since, by hand)."""
+    data = remote.read(*parts)
+    if data is None:
+        raise DataError(
+            f"{remote.url(*parts)} is missing, so the prepared corpus there is incomplete; delete "
+            f"{remote.url(parts[0])} to prepare it again"
+        )
+    return data
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it holds that already; True when it changed. The file is written
+    whole, under a name of its own and renamed, so processes mirroring at once never see half a file."""
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_name(path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True
+
+
 def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, workers: int) -> dict:
     with staging_directory(target.parent, target.name) as staging:
-        built, work = staging / "prepared", staging / "work"
-        try:
-            built.mkdir()
-            work.mkdir()
-            summary, message = _build(corpus, built, work, spec, workers)
-        except OSError as err:
-            if err.errno is None:  # worded already (a missing tokenizer file, say)
-                raise
-            if err.filename and not str(err.filename).startswith(str(staging)):
-                raise OSError(f"cannot read {err.filename}: {err.strerror}") from None
-            raise OSError(f"cannot write the prepared data in {target.parent}: {err.strerror}") from None
-        except RuntimeError as err:  # the shard writer's, which names no folder the user knows
-            raise RuntimeError(f"preparing the data in {target.parent} failed: {err}") from None
+        built, summary, message = _built(corpus, staging, target.parent, spec, workers)
         _install(built, target, staging)
     print(f"data: {message}; shards in {target}")
     return summary
+
+
+def _built(corpus: Corpus, staging: Path, cache: Path, spec: TokenizerSpec, workers: int) -> tuple[Path, dict, str]:
+    """Build the prepared folder in ``staging``: its path, report and summary; errors name ``cache``."""
+    built, work = staging / "prepared", staging / "work"
+    try:
+        built.mkdir()
+        work.mkdir()
+        summary, message = _build(corpus, built, work, spec, workers)
+    except OSError as err:
+        if err.errno is None:  # worded already (a missing tokenizer file, say)
+            raise
+        if err.filename and not str(err.filename).startswith(str(staging)):
+            raise OSError(f"cannot read {err.filename}: {err.strerror}") from None
+        raise OSError(f"cannot write the prepared data in {cache}: {err.strerror}") from None
+    except RuntimeError as err:  # the shard writer's, which names no folder the user knows
+        raise RuntimeError(f"preparing the data in {cache} failed: {err}") from None
+    return built, summary, message
 
 
 def _build(corpus: Corpus, out: Path, work: Path, spec: TokenizerSpec, workers: int) -> tuple[dict, str]:

@@ -126,10 +126,16 @@ def count_tokens(split_dir: Path) -> int:
     return sum(chunk["dim"] for chunk in index["chunks"])
 
 
-def count_samples(split_dir: Path, window: int) -> int:
-    """Samples of ``window`` tokens in a token-shard folder: litdata cuts each chunk on its own, dropping its rest."""
+def chunk_samples(split_dir: Path, window: int) -> list[int]:
+    """Samples of ``window`` tokens in each chunk of a token-shard folder: litdata cuts each chunk on its own,
+    dropping its rest, and numbers the samples chunk after chunk."""
     index = json.loads((split_dir / "index.json").read_text())
-    return sum(chunk["dim"] // window for chunk in index["chunks"])
+    return [chunk["dim"] // window for chunk in index["chunks"]]
+
+
+def count_samples(split_dir: Path, window: int) -> int:
+    """Samples of ``window`` tokens in a token-shard folder."""
+    return sum(chunk_samples(split_dir, window))
 
 
 def decode_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

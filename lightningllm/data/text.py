@@ -173,6 +173,9 @@ class TextDataModule(CorpusDataModule):
         shuffle: bool = True,
         seed: int = 42,
         cache_dir: str = ".cache/lightningllm",
+        local_cache_dir: str = ".cache/lightningllm",
+        max_cache_size: str | None = None,
+        s3_endpoint: str | None = None,
         prepare_workers: int = 2,
         tokenizer_train_bytes: int = 64_000_000,
     ):
@@ -195,7 +198,19 @@ class TextDataModule(CorpusDataModule):
                 validation, as nanoGPT splits its data (with ``test_fraction: 0``, for comparisons with it).
             shuffle: shuffle training samples each epoch (off keeps the corpus order).
             seed: seed of the shuffle.
-            cache_dir: where prepared shards are cached, keyed by a fingerprint of sources and settings.
+            cache_dir: where prepared shards are kept, in a folder named by a fingerprint of sources and settings:
+                a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded there, then
+                streamed from there; see ``s3_endpoint`` for the server and credentials).
+            local_cache_dir: with an ``s3://`` ``cache_dir``: the local folder, under ``s3/<bucket>/<prefix>/``,
+                of each corpus's small files, the shards streamed from the bucket, and the staging folder of a
+                corpus being prepared.
+            max_cache_size: with an ``s3://`` ``cache_dir``: the most streamed shard data kept in
+                ``local_cache_dir``, e.g. ``50GB`` (a corpus larger than that has its shards deleted once read);
+                None: litdata's default, 75% of the free disk.
+            s3_endpoint: the URL of an S3-compatible server (MinIO, SeaweedFS, R2), e.g. ``http://10.0.0.5:9000``;
+                None: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` or the AWS config, else AWS itself.
+                Credentials are never settings: boto3 reads ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``,
+                or ``AWS_PROFILE`` and ``~/.aws``.
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
             tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
                 training text (all of it when the corpus is smaller), which bounds its time and memory.
@@ -221,6 +236,9 @@ class TextDataModule(CorpusDataModule):
             shuffle=shuffle,
             seed=seed,
             cache_dir=cache_dir,
+            local_cache_dir=local_cache_dir,
+            max_cache_size=max_cache_size,
+            s3_endpoint=s3_endpoint,
             prepare_workers=prepare_workers,
         )
         self.save_hyperparameters(logger=False)

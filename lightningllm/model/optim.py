@@ -77,6 +77,11 @@ class Muon(torch.optim.Optimizer):
     learning rate and weight decay tuned for AdamW (Moonshot AI, "Muon is Scalable for LLM
     Training", 2025). torch's own ``torch.optim.Muon`` takes only 2-D parameters and runs its
     iteration in bfloat16, which is slow on CPUs.
+
+    Under FSDP2 (parameters that are ``DTensor`` shards) momentum and weight decay work on the
+    shards; the Newton-Schulz iteration needs whole matrices, so each one is gathered, every rank
+    orthogonalizes it (the same work on every rank) and keeps its own shard of the update: the same
+    step as unsharded, up to floating-point rounding.
     """
 
     def __init__(
@@ -123,9 +128,10 @@ class Muon(torch.optim.Optimizer):
             by_shape.setdefault(param.shape, []).append(i)
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         for shape, indices in by_shape.items():  # one batched iteration per shape: fewer, larger matmuls
-            updates = orthogonalize(torch.stack([nesterov[i] for i in indices]), group["ns_steps"])
+            updates = orthogonalize(torch.stack([_whole(nesterov[i]) for i in indices]), group["ns_steps"])
+            updates = [_like(update, params[i]) for update, i in zip(updates.unbind(), indices, strict=True)]
             scaled_lr = lr * 0.2 * math.sqrt(max(shape))  # the RMS of an AdamW update
-            torch._foreach_add_([params[i] for i in indices], list(updates.unbind()), alpha=-scaled_lr)
+            torch._foreach_add_([params[i] for i in indices], updates, alpha=-scaled_lr)
 
     def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
         """torch's own AdamW arithmetic (its functional form) on this group, with AdamW's state layout."""
@@ -152,6 +158,32 @@ class Muon(torch.optim.Optimizer):
             eps=group["eps"],
             maximize=False,
         )
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole matrix of a sharded ``DTensor`` (FSDP2), gathered from every rank; a plain tensor as it is."""
+    return tensor.full_tensor() if _is_dtensor(tensor) else tensor
+
+
+def _like(update: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``update`` (a whole matrix) laid out as ``param``: under FSDP2 this rank's shard of it, cut locally.
+
+    Every rank orthogonalized the same gathered matrix, so each keeps its own piece without
+    communicating (``src_data_rank=None``).
+    """
+    if not _is_dtensor(param):
+        return update
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(update, param.device_mesh, param.placements, src_data_rank=None)
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():  # builds without torch.distributed have no DTensor
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
 
 
 def lr_at(

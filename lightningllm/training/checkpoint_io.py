@@ -9,6 +9,13 @@ truncated, and killed saves leave orphans in ``$TMPDIR``. This plugin writes a l
 temporary files of killed saves are removed at the next save, and a failed save is one line
 naming the checkpoint. Remote paths (``s3://`` and the like) go to ``TorchCheckpointIO``.
 
+It also loads a sharded checkpoint (a folder that ``ModelParallelStrategy`` wrote) on a strategy
+that does not shard: ``validate``/``test``/``predict --ckpt_path last.ckpt/`` on one device read
+its weights consolidated (``lightningllm.checkpoint.read_checkpoint``; no optimizer state).
+``ModelParallelStrategy`` itself uses this plugin only with ``save_distributed_checkpoint=False``
+(rank 0 then saves one whole file through it); its sharded saves and loads go through
+``torch.distributed.checkpoint`` and bypass any plugin, so they are not atomic.
+
     L.Trainer(plugins=[AtomicCheckpointIO()], ...)
 """
 
@@ -23,9 +30,17 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from lightningllm.atomic import atomic_file
+from lightningllm.checkpoint import read_checkpoint
+from lightningllm.sharded_checkpoint import is_sharded_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A ``.ckpt`` file as ``TorchCheckpointIO`` reads it; a sharded folder consolidated, on CPU, weights only."""
+        if is_sharded_checkpoint(path):
+            return read_checkpoint(path)
+        return super().load_checkpoint(path, *args, **kwargs)
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` with ``torch.save``, all at once.
 

@@ -8,7 +8,8 @@ split, logs ``test/<metric>*`` and prints sample answers beside the expected one
 
 Across several processes (DDP) each rank decodes every ``world_size``-th example and the
 per-group sums and counts are added up over the ranks, so the score is the whole split's, for
-the price of one rank's share of the decoding.
+the price of one rank's share of the decoding. A model sharded with FSDP2 decodes from a whole
+copy on each rank (``lightningllm.training.sharding.gathered``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from lightningllm.data.contract import TokenDataModule
 from lightningllm.tasks.base import Example, Task, complete, format_scores, group_tag, means, score_totals
+from lightningllm.training.sharding import gathered
 
 
 def task_of(trainer: L.Trainer) -> Task | None:
@@ -65,7 +67,8 @@ class TaskEval(L.Callback):
             return None
         examples = list(task.examples(split))[:limit]
         mine = examples[trainer.global_rank :: trainer.world_size]  # this rank's share
-        completions = complete(module.model, module.tokenizer, task, mine, self.batch_size) if mine else []
+        with gathered(module.model) as gpt:  # sharded (FSDP2): every rank decodes with a whole copy
+            completions = complete(gpt, module.tokenizer, task, mine, self.batch_size) if mine else []
         scores = _scores_over_ranks(trainer, task, examples, mine, completions)
         for group, value in scores.items():
             name = task.metric if group == "all" else f"{task.metric}_{group_tag(group)}"

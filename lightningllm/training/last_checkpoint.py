@@ -13,7 +13,9 @@ with code 0) stops a run with nothing saved. With this callback:
   step (one boolean all-reduce per step). Resuming continues exactly as the run would have.
 
 The ``lightningllm`` command adds it to every ``fit``. A run that diverged (non-finite loss) raises
-before it ends, so this never overwrites a finite checkpoint with a diverged model.
+before it ends, so this never overwrites a finite checkpoint with a diverged model. Under
+``ModelParallelStrategy`` (FSDP2) every rank writes its shards, and ``last.ckpt`` is a folder
+(``lightningllm.sharded_checkpoint``) that ``--ckpt_path`` resumes from the same way.
 """
 
 from __future__ import annotations

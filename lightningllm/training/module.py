@@ -21,13 +21,16 @@ from torchmetrics import MeanMetric
 
 from lightningllm.checkpoint import load_export, model_config, plain_key
 from lightningllm.data.contract import TokenDataModule
+from lightningllm.data.loader import data_parallel_share
 from lightningllm.data.tokenizer import Tokenizer
 from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, Muon, generate, lr_at, param_groups
 from lightningllm.model.generate import check_sampling, check_seed
 from lightningllm.model.optim import Schedule
+from lightningllm.sharded_checkpoint import is_sharded_checkpoint
 from lightningllm.training.clock import TrainingClock
 from lightningllm.training.evaluation import TaskEval
 from lightningllm.training.monitoring import log_hyperparameters, run_hyperparameters
+from lightningllm.training.sharding import evaluate_under_no_grad, full, is_sharded, local, shard
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,6 +57,13 @@ def _check_training_options(options: dict) -> None:
         valid = value is None or (not isinstance(value, float) or math.isfinite(value))
         if not valid or not ok(value):
             raise ValueError(f"model.{name} must be {expected} (got {value!r})")
+
+
+_NO_TENSOR_PARALLEL = (
+    "trainer.strategy ModelParallelStrategy with tensor_parallel_size {size}: LitGPT shards by FSDP2 over the "
+    "data-parallel dimension only (no tensor parallelism): set --trainer.strategy.tensor_parallel_size 1 and "
+    "--trainer.strategy.data_parallel_size to the number of processes"
+)
 
 
 class LitGPT(L.LightningModule):
@@ -148,21 +158,31 @@ class LitGPT(L.LightningModule):
         self.hparams["config"] = config.to_dict()  # checkpoints and logs carry the resolved shape
 
     @staticmethod
-    def check_strategy(strategy: Strategy) -> None:
-        """Refuse, in one line, a strategy that leaves sharding to the model (``ModelParallelStrategy``).
+    def check_strategy(strategy: Strategy, stage: str = "fit") -> None:
+        """Refuse, in one line and before any process starts, a ``ModelParallelStrategy`` with tensor parallelism,
+        or any for ``predict`` (each rank would decode its own prompts to its own lengths, and a sharded
+        forward waits for every rank: ``predict`` reads a sharded checkpoint on one device).
 
-        That strategy calls ``configure_model`` to shard; LitGPT does not shard itself yet, so its ranks
-        would train unsynchronised copies.
+        Under ``ModelParallelStrategy`` LitGPT shards itself with FSDP2 over the data-parallel mesh
+        (``configure_model``); it has no tensor-parallel plan. The strategy exposes its sizes only once
+        the processes have started (``device_mesh``), so the size asked for is read from its
+        constructor argument; ``configure_model`` checks the mesh itself as well.
         """
-        if isinstance(strategy, ModelParallelStrategy):
+        if not isinstance(strategy, ModelParallelStrategy):
+            return
+        if stage == "predict":
             raise ValueError(
-                "trainer.strategy ModelParallelStrategy needs a model that shards itself (FSDP2, tensor parallel), "
-                "which LitGPT does not do yet, so its ranks would train unsynchronised copies: use --trainer.strategy "
-                "ddp (FSDPStrategy on GPUs)"
+                "predict runs on one device, and trainer.strategy ModelParallelStrategy shards the model over "
+                "several: leave --trainer.strategy out (predict --ckpt_path reads a sharded checkpoint as well)"
             )
+        asked = strategy._tensor_parallel_size  # no public getter before the mesh exists
+        size = strategy.num_processes if asked == "auto" else asked  # "auto": the devices of a node
+        if size != 1:
+            shown = f"auto (= {size} devices per node)" if asked == "auto" else size
+            raise ValueError(_NO_TENSOR_PARALLEL.format(size=shown))
 
     def setup(self, stage: str) -> None:
-        self.check_strategy(self.trainer.strategy)
+        self.check_strategy(self.trainer.strategy, stage)
         data = self.trainer.datamodule
         self._stage = stage
         self._data_tokenizer = data.tokenizer if isinstance(data, TokenDataModule) else None
@@ -199,8 +219,17 @@ class LitGPT(L.LightningModule):
         self._build(config, pretrained)
 
     def configure_model(self) -> None:
-        # Training and evaluation steps run compiled; generation (KV cache, varying lengths) runs eagerly.
-        if self.hparams.compile and self.model is not None and self._compiled_call is None:
+        """Under ``ModelParallelStrategy``: FSDP2 over the data-parallel mesh (``lightningllm.training.sharding``),
+        with ``compile`` per block. Otherwise, with ``compile``, the training and evaluation steps run
+        ``torch.compile(model)``. Generation (KV cache, varying lengths) runs eagerly either way."""
+        if self.model is None or is_sharded(self.model):
+            return
+        if self.device_mesh is not None:  # set by ModelParallelStrategy
+            if self.device_mesh["tensor_parallel"].size() > 1:
+                raise ValueError(_NO_TENSOR_PARALLEL.format(size=self.device_mesh["tensor_parallel"].size()))
+            shard(self.model, self.device_mesh["data_parallel"], compile=self.hparams.compile)
+            evaluate_under_no_grad(self.trainer)
+        elif self.hparams.compile and self._compiled_call is None:
             self._compiled_call = torch.compile(self.model).__call__
 
     def on_fit_start(self) -> None:
@@ -237,21 +266,39 @@ class LitGPT(L.LightningModule):
         return bool(every) and (self.global_step + 1) % every == 0  # global_step counts the steps done so far
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self(*self._split(batch))
-        self._loss = loss.detach()
+        inputs, targets = self._split(batch)
+        loss = self(inputs, targets)
+        loss, self._loss = self._token_weighted(loss, targets) if self._ranks > 1 else (loss, loss.detach())
         if self._logging_step():
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", self._loss, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    @property
+    def _ranks(self) -> int:
+        return data_parallel_share(self.trainer)[1]
+
+    def _token_weighted(self, loss: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's mean loss rescaled so that the ranks' averaged gradients (DDP, FSDP2) are those of the
+        mean over every rank's trained-on targets, and that global mean (detached, for logging).
+
+        With masked targets (instruction data) the ranks hold different numbers of them, and the plain
+        average of per-rank means would weigh a rank's few targets like another's many: 2 ranks × b
+        would then not train as 1 rank × 2b. One all-reduce of two numbers per step.
+        """
+        count = (targets != IGNORE_INDEX).sum().to(loss.dtype)
+        totals = self.trainer.strategy.reduce(torch.stack([loss.detach() * count, count]), reduce_op="sum")
+        return loss * (count * self._ranks / totals[1]), totals[0] / totals[1]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Total L2 norm of the gradients before clipping (Lightning clips after this hook; with 16-mixed the
         # scaler has already unscaled them), logged on the logging steps and checked on every step: one
-        # host sync per step, the price of never applying a NaN update.
+        # host sync per step, the price of never applying a NaN update. Under FSDP2 the gradients are shards
+        # (DTensors): their norm is reduced over the ranks, the whole model's on every rank.
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = full(torch.nn.utils.get_total_norm(grads))
         if self._logging_step():
             self.log("train/grad_norm", norm)
         if not torch.isfinite(norm):
@@ -275,8 +322,16 @@ class LitGPT(L.LightningModule):
             p.grad = None  # the optimizer leaves parameters without a gradient (and their state) untouched
 
     def check_finite(self, when: str) -> None:
-        """Raise ``TrainingDiverged`` when a parameter holds NaN or inf (``when``: what would have used them)."""
-        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        """Raise ``TrainingDiverged`` when a parameter holds NaN or inf (``when``: what would have used them).
+
+        One host sync; sharded (FSDP2), each rank checks its shards and one all-reduce tells every rank
+        which tensors are not finite, so all of them raise together.
+        """
+        names, params = zip(*self.model.named_parameters(), strict=True)
+        finite = torch.stack([torch.isfinite(local(p)).all() for p in params])
+        if is_sharded(self.model):
+            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
+        bad = [name for name, ok in zip(names, finite.tolist(), strict=True) if not ok]
         if bad:
             raise TrainingDiverged(
                 f"training diverged by step {self.global_step}: {len(bad)} parameter tensors hold NaN/inf "
@@ -313,8 +368,11 @@ class LitGPT(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         inputs, targets = self._split(batch)
-        # Weight each batch by its trained-on targets: the split's mean NLL, not a mean of means.
-        self.val_loss.update(self(inputs, targets), weight=(targets != IGNORE_INDEX).sum())
+        # Weight each batch by its trained-on targets: the split's mean NLL, not a mean of means. A batch of
+        # padding only (the last step of a split, on some ranks) has none, and a NaN mean that weighs nothing.
+        count = (targets != IGNORE_INDEX).sum()
+        loss = self(inputs, targets)
+        self.val_loss.update(torch.where(count > 0, loss, 0.0), weight=count)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -341,16 +399,28 @@ class LitGPT(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "muon":
-            if isinstance(self.trainer.strategy, FSDPStrategy):
+            if isinstance(self.trainer.strategy, FSDPStrategy):  # FSDP1's flat shards are not matrices
                 raise ValueError(
-                    "model.optimizer=muon needs whole weight matrices on every device, and FSDPStrategy shards "
-                    "them: use --trainer.strategy ddp, or --model.optimizer adamw"
+                    "model.optimizer=muon needs whole weight matrices, and FSDPStrategy flattens them into shards: "
+                    "use --trainer.strategy ModelParallelStrategy (FSDP2, which Muon gathers) or ddp, or "
+                    "--model.optimizer adamw"
                 )
             groups = param_groups(self.model, hp.weight_decay, muon=True)
             optimizer = Muon(groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps)
         else:
             optimizer = self._adamw(param_groups(self.model, hp.weight_decay))
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        totals: list[int] = []
+
+        def total_steps(step: int) -> int:
+            # Read at the first step, not here: trainer.estimated_stepping_batches sets the training loader up,
+            # and done in configure_optimizers, before a checkpoint is restored, it made a resumed run lose its
+            # data position (Lightning-AI/pytorch-lightning#20550). Step 0's rate does not depend on the total.
+            if step == 0:
+                return 1
+            if not totals:
+                trainer = self.trainer
+                totals.append(int(trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches))
+            return totals[0]
 
         def factor(step: int) -> float:
             progress = self.clock.progress
@@ -361,7 +431,8 @@ class LitGPT(L.LightningModule):
                 by_steps = (step - hp.warmup_steps) / max(1, self.trainer.max_steps - hp.warmup_steps)
                 budget_binds = progress > 0 and step / progress < self.trainer.max_steps
                 progress = max(progress, by_steps) if budget_binds else None
-            lr = lr_at(step, hp.learning_rate, hp.warmup_steps, int(total), hp.min_lr, hp.lr_schedule, progress)
+            total = total_steps(step)
+            lr = lr_at(step, hp.learning_rate, hp.warmup_steps, total, hp.min_lr, hp.lr_schedule, progress)
             return lr / hp.learning_rate
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -428,6 +499,14 @@ class LitGPT(L.LightningModule):
         checkpoint["train_seconds"] = self.clock.seconds
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._stage == "fit" and self.trainer.ckpt_path and is_sharded_checkpoint(self.trainer.ckpt_path):
+            if not isinstance(self.trainer.strategy, ModelParallelStrategy):  # which loads the shards itself
+                raise ValueError(
+                    f"cannot resume from {self.trainer.ckpt_path} with trainer.strategy "
+                    f"{type(self.trainer.strategy).__name__}: it is a sharded checkpoint, whose optimizer state only "
+                    "ModelParallelStrategy reads; resume with --trainer.strategy ModelParallelStrategy, or start "
+                    "a new run from its weights (lightningllm export, then --model.init_from)"
+                )
         stored = Tokenizer.from_str(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
         self._check_compatible(checkpoint, stored)
         config = model_config(checkpoint)
@@ -438,7 +517,9 @@ class LitGPT(L.LightningModule):
             self.tokenizer = stored
         self.clock.seconds = checkpoint.get("train_seconds", 0.0)
         # Checkpoints written by an older version from a compiled model may name parameters with its prefix.
-        checkpoint["state_dict"] = {plain_key(k): v for k, v in checkpoint["state_dict"].items()}
+        # (ModelParallelStrategy has loaded the weights into the shards already and passes no state_dict.)
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {plain_key(k): v for k, v in checkpoint["state_dict"].items()}
 
     def _check_compatible(self, checkpoint: dict, stored: Tokenizer | None) -> None:
         """Refuse a checkpoint whose tokenizer is not the data's or (resuming) whose learning rate/optimizer differ."""

@@ -1,6 +1,7 @@
 """Run monitoring: text samples in TensorBoard during training, and the run's hyperparameters for its HParams tab.
 
-``SampleGenerations`` continues a few prompts at every n-th validation and logs the text.
+``SampleGenerations`` continues a few prompts at every n-th validation and logs the text (from a
+whole copy of a model sharded with FSDP2, which every rank helps gather).
 ``log_run_hyperparameters`` records what a run trains with (the module's arguments with the
 resolved model shape, the data module's arguments, the trainer's settings) in every logger.
 """
@@ -18,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightningllm.data.contract import TokenDataModule
 from lightningllm.model import generate
+from lightningllm.training.sharding import gathered
 
 
 class SampleGenerations(L.Callback):
@@ -70,9 +72,11 @@ class SampleGenerations(L.Callback):
 
     def samples(self, module: L.LightningModule, datamodule: L.LightningDataModule | None = None):
         """(prompt, completion) pairs sampled from the module's current weights."""
+        with gathered(module.model) as gpt:  # generate runs eagerly, then restores the mode
+            return self._samples(gpt, module.tokenizer, datamodule)
+
+    def _samples(self, gpt, tokenizer, datamodule: L.LightningDataModule | None):
         prompts = self.prompts or self.default_prompts(datamodule)
-        tokenizer = module.tokenizer
-        gpt = module.model  # generate runs eagerly, then restores the mode
         new_tokens = generate(
             gpt,
             [tokenizer.encode(p) for p in prompts],
@@ -89,14 +93,15 @@ class SampleGenerations(L.Callback):
         if trainer.sanity_checking or module.tokenizer is None:
             return
         self._val_runs += 1
-        if self._val_runs % self.every_n_val or not trainer.is_global_zero:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if self._val_runs % self.every_n_val or not loggers:
             return
-        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if not writers:
-            return
-        text = self.to_markdown(self.samples(module, trainer.datamodule))
-        for writer in writers:
-            writer.add_text("samples", text, trainer.global_step)
+        with gathered(module.model) as gpt:  # sharded (FSDP2): every rank helps gather the copy rank 0 samples from
+            if not trainer.is_global_zero:
+                return
+            text = self.to_markdown(self._samples(gpt, module.tokenizer, trainer.datamodule))
+        for logger in loggers:
+            logger.experiment.add_text("samples", text, trainer.global_step)
 
     def to_markdown(self, samples: list[tuple[str, str]]) -> str:
         """Prompt and completion in separate code blocks: TensorBoard renders text as Markdown."""

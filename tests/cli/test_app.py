@@ -272,16 +272,18 @@ def test_a_failing_predict_leaves_an_existing_output_untouched(trained_run, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]  # no partial file left
 
 
-def test_model_parallel_strategy_is_refused_instead_of_training_unsynchronised_copies(tmp_path):
-    # Issue 13's first step: LitGPT does not shard itself yet, and the strategy leaves that to the model.
+def test_model_parallel_strategy_with_tensor_parallelism_is_refused_in_one_line(tmp_path):
+    # LitGPT shards itself with FSDP2 over the data-parallel dimension (tests/training/test_fsdp.py); it has no
+    # tensor-parallel plan. The strategy's default tensor_parallel_size ("auto") is the devices of a node.
     result = run_cli(
         "fit", "--config", DEBUG, "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=2",
-        "--trainer.strategy.tensor_parallel_size=1", "--trainer.max_steps=2", cwd=tmp_path, timeout=180,
+        "--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=1",
+        "--trainer.strategy.tensor_parallel_size=2", "--trainer.max_steps=2", cwd=tmp_path, timeout=180,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()  # refused before any process starts or data is read
-    assert line.startswith("error: trainer.strategy ModelParallelStrategy needs a model that shards itself")
+    assert line.startswith("error: trainer.strategy ModelParallelStrategy with tensor_parallel_size 2: LitGPT shards")
+    assert "--trainer.strategy.tensor_parallel_size 1" in line
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.distcp"))
 

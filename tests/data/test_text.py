@@ -20,8 +20,10 @@ def make(text_corpus, tmp_path, **kw):
 
 
 def decoded(dm, loader) -> str:
-    """The text of every batch, whole windows (the inputs plus each window's last target), in order."""
-    windows = [torch.cat([x, y[:, -1:]], dim=1).flatten().tolist() for x, y in loader]
+    """The text of every batch, whole windows (the inputs plus each window's last target), in order; the rows
+    that pad an evaluation split's last batch (no target) left out."""
+    rows = [(x, y) for inputs, targets in loader for x, y in zip(inputs, targets, strict=True) if (y != -100).any()]
+    windows = [torch.cat([x, y[-1:]]).tolist() for x, y in rows]
     return "".join(dm.tokenizer.decode(w, skip_special=False) for w in windows)
 
 
@@ -281,10 +283,9 @@ def test_a_split_a_stage_reads_must_hold_a_sample_and_the_error_says_which_fract
         ({"tokenizer_kind": "wordpiece"}, "data.tokenizer_kind must be one of 'bpe', 'char' (got 'wordpiece')"),
         ({"split": "random"}, "data.split must be one of 'hash', 'tail' (got 'random')"),
         ({"jsonl_field": ""}, "data.jsonl_field must be a field name (got '')"),
-        (  # was a local folder named "s3:"
-            {"cache_dir": "s3://bucket/x"},
-            "data.cache_dir s3://bucket/x is a URL: prepared data lives in a local folder for now (object storage "
-            "is not supported yet)",
+        (  # was a local folder named "gs:"
+            {"cache_dir": "gs://bucket/x"},
+            "data.cache_dir gs://bucket/x: only s3:// URIs are supported (or a local folder)",
         ),
     ],
 )
