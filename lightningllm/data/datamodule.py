@@ -6,14 +6,16 @@ one method, ``corpus()``, and holds its own settings; this class holds the token
 loader settings. ``prepare_data`` (once per node) prepares the corpus and caches it by
 fingerprint (``lightningllm.data.prepare``); ``setup`` only opens the shards. With an ``s3://``
 ``cache_dir`` the corpus is prepared into a bucket and its shards stream from there, cached in
-``local_cache_dir`` (``lightningllm.data.storage``). Each sample is ``block_size + 1``
-consecutive tokens, split into inputs and targets (``decode_sample``); training reads them in
-the run's one order, each data-parallel rank its share of every step (``lightningllm.data.loader``).
-Every setting is checked at construction (``lightningllm.data.checks``), and ``setup`` refuses a
-split its stage reads that holds no batch (Lightning would train or validate on nothing and exit
-0), in one line with its token count, what one batch needs, and what to change: a subclass words
-the last two with ``data_source`` and ``more_data_hint``. The state saved in checkpoints lets
-``fit --ckpt_path`` refuse, in one line, to resume on data that no longer matches.
+``local_cache_dir`` (``lightningllm.data.storage``). ``prepared`` names a corpus prepared already,
+on local disk or in a bucket, read as it is: a node that trains from it needs no source file.
+Each sample is ``block_size + 1`` consecutive tokens, split into inputs and targets
+(``decode_sample``); training reads them in the run's one order, each data-parallel rank its
+share of every step (``lightningllm.data.loader``). Every setting is checked at construction
+(``lightningllm.data.checks``), and ``setup`` refuses a split its stage reads that holds no batch
+(Lightning would train or validate on nothing and exit 0), in one line with its token count, what
+one batch needs, and what to change: a subclass words the last two with ``data_source`` and
+``more_data_hint``. The state saved in checkpoints lets ``fit --ckpt_path`` refuse, in one line,
+to resume on data that no longer matches.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class CorpusDataModule(TokenDataModule):
         max_cache_size: str | None = None,
         s3_endpoint: str | None = None,
         prepare_workers: int = 2,
+        prepared: str | None = None,
     ):
         """
         Args:
@@ -89,11 +92,17 @@ class CorpusDataModule(TokenDataModule):
                 Credentials are never settings: boto3 reads ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``,
                 or ``AWS_PROFILE`` and ``~/.aws``.
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
+            prepared: a corpus prepared already, read as it is: its ``<name>-<fingerprint>`` folder, as preparing
+                prints it, a local path or ``s3://bucket/prefix/<name>-<fingerprint>`` (streamed into
+                ``local_cache_dir``). No source is read and nothing is prepared; the corpus's own
+                ``tokenizer.json`` is the tokenizer. The settings of preparing (``cache_dir``, ``tokenizer_kind``,
+                ``vocab_size``, ``tokenizer_train_bytes``, ``prepare_workers``, a subclass's) are unused, and a
+                ``tokenizer_path`` must name the corpus's own tokenizer; the sample and loader settings apply.
         """
         super().__init__()
         check_choice("data.tokenizer_kind", tokenizer_kind, ("bpe", "char"))
         check_int("data.vocab_size", vocab_size, 1, MAX_VOCAB_SIZE)
-        if tokenizer_kind == "bpe" and not tokenizer_path:
+        if tokenizer_kind == "bpe" and not tokenizer_path and prepared is None:  # unused for a prepared corpus
             check_bpe_vocab_size(vocab_size, "data.vocab_size", DataError)
         check_int("data.tokenizer_train_bytes", tokenizer_train_bytes, 1)
         check_int("data.block_size", block_size, 1)
@@ -116,10 +125,21 @@ class CorpusDataModule(TokenDataModule):
         self.num_workers = num_workers
         self.shuffle = shuffle
         self.seed = seed
-        self.remote = S3Folder(str(cache_dir), s3_endpoint) if is_url(cache_dir) else None
-        """The folder in object storage that holds prepared corpora, for an ``s3://`` ``cache_dir``; else None."""
-        self.cache_dir = Path(cache_dir) if self.remote is None else self.remote.local_mirror(Path(local_cache_dir))
-        """The local folder of prepared corpora: ``cache_dir`` itself, or the local mirror of ``remote``."""
+        self.prepared = None if prepared is None else _prepared_location(prepared)
+        """The ``prepared`` corpus's folder (a local path or an ``s3://`` URI), without a trailing slash; else None."""
+        if self.prepared is None:
+            folder, setting = str(cache_dir), "data.cache_dir"
+        elif is_url(self.prepared):
+            S3Folder(self.prepared, s3_endpoint, "data.prepared")  # checks the URI as given
+            folder, setting = self.prepared.rpartition("/")[0], "data.prepared"
+        else:
+            folder, setting = str(Path(self.prepared).parent), "data.prepared"
+        self.remote = S3Folder(folder, s3_endpoint, setting) if is_url(folder) else None
+        """The folder in object storage that holds prepared corpora, for an ``s3://`` ``cache_dir`` (or the folder
+        of an ``s3://`` ``prepared`` corpus); else None."""
+        self.cache_dir = Path(folder) if self.remote is None else self.remote.local_mirror(Path(local_cache_dir))
+        """The local folder of prepared corpora: ``cache_dir`` itself (the folder of a local ``prepared`` corpus),
+        or the local mirror of ``remote``."""
         self.max_cache_size = max_cache_size
         self.prepare_workers = prepare_workers
         self.tokenizer: Tokenizer | None = None
@@ -149,12 +169,18 @@ class CorpusDataModule(TokenDataModule):
     def prepared_dir(self) -> Path:
         """Where the prepared corpus lives (for one in object storage, the local mirror of its folder there);
         computed once (for files it lists and stats every source), then shared by ``prepare_data``, ``setup``
-        and every checkpoint's ``state_dict``."""
+        and every checkpoint's ``state_dict``. With ``prepared``, that corpus's folder, or its local mirror."""
+        if self.prepared is not None:
+            return self.cache_dir / self.prepared.rpartition("/")[2]
         return corpus_dir(self.corpus(), self.tokenizer_spec, self.cache_dir)
 
     def prepare_data(self) -> None:
         """Prepare the corpus into ``prepared_dir``, or reuse it when it is already there; for an ``s3://``
-        ``cache_dir``, into the bucket, then mirror its small files into ``prepared_dir``."""
+        ``cache_dir``, into the bucket, then mirror its small files into ``prepared_dir``. With ``prepared``,
+        only check that corpus is complete (and mirror it); a ``DataError`` naming it when it is not."""
+        if self.prepared is not None:
+            self._check_prepared()
+            return
         if self.remote is None:
             prepare_corpus(self.corpus(), self.prepared_dir, self.tokenizer_spec, self.prepare_workers)
             return
@@ -176,6 +202,8 @@ class CorpusDataModule(TokenDataModule):
         if not found:
             self.prepare_data()
         self.tokenizer = Tokenizer.from_file(directory / "tokenizer.json")
+        if self.prepared is not None and self.tokenizer_path:
+            self._check_tokenizer_path()
         self.report = read_report(directory)
         from litdata import StreamingDataset, TokensLoader
 
@@ -188,6 +216,27 @@ class CorpusDataModule(TokenDataModule):
                 shuffle=False,  # read by index, in the orders of lightningllm.data.loader
                 drop_last=True,  # unused (only litdata's own iteration reads it); without it litdata warns under DDP
                 transform=decode_sample,
+            )
+
+    def _check_prepared(self) -> None:
+        """Refuse, in one line, a ``prepared`` folder that holds no complete corpus; mirror one in a bucket."""
+        directory = self.prepared_dir
+        found = is_prepared(directory) if self.remote is None else mirror_corpus(self.remote, directory)
+        if not found:
+            raise DataError(
+                f"data.prepared {self.prepared} is not a prepared corpus (no report.json): give the "
+                "<name>-<fingerprint> folder that preparing printed"
+            )
+        print(f"data: reading the prepared corpus {self.prepared}")
+
+    def _check_tokenizer_path(self) -> None:
+        """A ``tokenizer_path`` beside ``prepared`` must be the prepared corpus's own tokenizer."""
+        given = Tokenizer.from_file(self.tokenizer_spec.file)
+        if not given.same_vocabulary(self.tokenizer):
+            raise DataError(
+                f"data.tokenizer_path {self.tokenizer_path} ({given.vocab_size} tokens) is not the tokenizer of "
+                f"data.prepared {self.prepared} ({self.tokenizer.vocab_size} tokens), which a prepared corpus brings "
+                "itself: leave data.tokenizer_path unset, or prepare the corpus with that tokenizer"
             )
 
     def _shards(self, split: str) -> dict:
@@ -252,7 +301,12 @@ class CorpusDataModule(TokenDataModule):
         samples = count_samples(self.prepared_dir / split, window) if tokens else 0
         world = data_parallel_share(self.trainer)[1]
         plural = "" if samples == 1 else "s"
-        has = f"the {split} split of {self.data_source()} has {tokens:,} tokens ({samples:,} sample{plural} of "
+        source, hint = (
+            (f"data.prepared {self.prepared}", f"prepare a corpus with more {split} text")
+            if self.prepared is not None
+            else (self.data_source(), self.more_data_hint(split))
+        )
+        has = f"the {split} split of {source} has {tokens:,} tokens ({samples:,} sample{plural} of "
         has += f"data.block_size + 1 = {window})"
         if drop_last:  # only whole steps: a batch on every data-parallel process
             processes = f"{world} processes × " if world > 1 else ""
@@ -262,7 +316,7 @@ class CorpusDataModule(TokenDataModule):
         else:
             needs, lower = f"one sample needs {window} tokens", "data.block_size"
         what = {"train": "training", "val": "validation", "test": "test"}[split]
-        return DataError(f"too little {what} data: {has}, and {needs}; {self.more_data_hint(split)}, or lower {lower}")
+        return DataError(f"too little {what} data: {has}, and {needs}; {hint}, or lower {lower}")
 
     def train_dataloader(self):
         return self._loader("train")
@@ -299,8 +353,8 @@ class CorpusDataModule(TokenDataModule):
         if state.get("corpus") != now["corpus"]:
             raise DataError(
                 f"cannot resume: the checkpoint was trained on prepared corpus {state.get('corpus')}, but the data "
-                f"settings now give {now['corpus']} (sources, tokenizer or split changed); resume with the same data, "
-                "or start a new run from the checkpoint's weights"
+                f"settings now give {now['corpus']} (sources, tokenizer, split or data.prepared changed); resume with "
+                "the same data, or start a new run from the checkpoint's weights"
             )
         changed = [f"data.{k} {state[k]!r} -> {value!r}" for k, value in now.items() if state.get(k, value) != value]
         if changed:
@@ -308,3 +362,15 @@ class CorpusDataModule(TokenDataModule):
                 f"cannot resume the data position exactly: {', '.join(changed)} since the checkpoint; "
                 "set them back to resume, or start a new run from the checkpoint's weights"
             )
+
+
+def _prepared_location(prepared: str | Path) -> str:
+    """``prepared`` as a folder path or URI without a trailing slash; a ``DataError`` when it names no folder."""
+    location = str(prepared).rstrip("/") if isinstance(prepared, str | Path) else ""
+    name = location.rpartition("/")[2]
+    if not name or name in (".", "..") or (is_url(location) and "/" not in location.partition("://")[2]):
+        raise DataError(
+            f"data.prepared must name a prepared corpus's <name>-<fingerprint> folder, a local path or "
+            f"s3://bucket/prefix/<name>-<fingerprint> (got {prepared!r})"
+        )
+    return location

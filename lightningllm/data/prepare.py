@@ -19,7 +19,8 @@ builds it the same way in a staging folder on local disk, then uploads it to
 ``s3://bucket/prefix/<name>-<fingerprint>/`` with ``report.json`` last, so a half-uploaded corpus
 is never taken as prepared. ``mirror_corpus`` copies its small files (tokenizer, report, the
 index of each split's shards) to a local folder of the same name, which the data module reads as
-it reads a local corpus, while the shards stream from the bucket.
+it reads a local corpus, while the shards stream from the bucket. Each prints where the
+prepared folder is: a data module's ``prepared`` setting reads it from there, without the sources.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def prepare_corpus(corpus: Corpus, target: Path, tokenizer: TokenizerSpec, worke
     """
     if is_prepared(target):
         remove_abandoned(target.parent)
-        print(f"data: reusing prepared shards in {target}")
+        print(f"data: reusing prepared shards in {target}{_reuse_hint(target)}")
         return read_report(target)
     with _preserved_rng_state():
         return _prepare(corpus, target, tokenizer, workers)
@@ -166,10 +167,10 @@ def publish_corpus(corpus: Corpus, remote: S3Folder, local: Path, tokenizer: Tok
             built, summary, message = _built(corpus, staging, local.parent, tokenizer, workers)
             if remote.read(local.name, COMPLETE_MARKER) is None:  # unless another run published it meanwhile
                 remote.upload(built, local.name, last=COMPLETE_MARKER)
-        print(f"data: {message}; shards in {target}")
+        print(f"data: {message}; shards in {target}{_reuse_hint(target)}")
         return summary
     remove_abandoned(local.parent)
-    print(f"data: reusing prepared shards in {target}")
+    print(f"data: reusing prepared shards in {target}{_reuse_hint(target)}")
     return json.loads(report)
 
 
@@ -225,8 +226,13 @@ def _prepare(corpus: Corpus, target: Path, spec: TokenizerSpec, workers: int) ->
     with staging_directory(target.parent, target.name) as staging:
         built, summary, message = _built(corpus, staging, target.parent, spec, workers)
         _install(built, target, staging)
-    print(f"data: {message}; shards in {target}")
+    print(f"data: {message}; shards in {target}{_reuse_hint(target)}")
     return summary
+
+
+def _reuse_hint(target: str | Path) -> str:
+    """How the data modules read the prepared folder ``target`` on a machine without its sources."""
+    return f" (data.prepared={target} reads them without the sources)"
 
 
 def _built(corpus: Corpus, staging: Path, cache: Path, spec: TokenizerSpec, workers: int) -> tuple[Path, dict, str]:

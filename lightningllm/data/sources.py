@@ -36,7 +36,10 @@ class DataError(ValueError):
 def resolve_sources(sources: list[str]) -> list[Path]:
     """Expand files, folders (recursively) and glob patterns into a sorted list of readable files."""
     if not sources:
-        raise DataError("no data sources given: set data.sources to files, folders or glob patterns")
+        raise DataError(
+            "no data sources given: set data.sources to files, folders or glob patterns "
+            "(or data.prepared to a corpus prepared already)"
+        )
     files: list[Path] = []
     for source in sources:
         if any(ch in source for ch in "*?["):

@@ -64,6 +64,7 @@ class S3Folder:
         self.bucket = bucket
         self.prefix = "/".join(part for part in prefix.split("/") if part)
         self.endpoint = endpoint
+        self.setting = setting
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
 
     def url(self, *parts: str) -> str:
@@ -159,7 +160,7 @@ class S3Folder:
                 f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
             )
         if code == "NoSuchBucket":
-            return DataError(f"{url}: no bucket {self.bucket} at {endpoint}; create it, or fix data.cache_dir")
+            return DataError(f"{url}: no bucket {self.bucket} at {endpoint}; create it, or fix {self.setting}")
         if code in _ACCESS_DENIED:
             return DataError(
                 f"{url}: access denied with these credentials ({code}); check AWS_ACCESS_KEY_ID and "

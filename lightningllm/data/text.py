@@ -6,7 +6,9 @@ into pieces of about 32k characters first, so a corpus that is one big file stil
 split; an instruction or chat record stays whole. Each piece goes to a split either by a hash of
 its content (``hash``: held-out text samples the whole corpus) or by its position (``tail``: the
 last characters in file order, as nanoGPT splits its data). ``TextDataModule`` is the
-``CorpusDataModule`` over it: the CLI's ``data:`` section for text.
+``CorpusDataModule`` over it: the CLI's ``data:`` section for text. Given ``prepared`` instead of
+``sources``, it reads a corpus prepared already (on another machine, say, into a bucket) without
+any source file.
 """
 
 from __future__ import annotations
@@ -178,11 +180,12 @@ class TextDataModule(CorpusDataModule):
         s3_endpoint: str | None = None,
         prepare_workers: int = 2,
         tokenizer_train_bytes: int = 64_000_000,
+        prepared: str | None = None,
     ):
         """
         Args:
             sources: text files, folders (searched recursively) and glob patterns of .txt, .md, .jsonl;
-                one path alone needs no brackets.
+                one path alone needs no brackets. Not with ``prepared``.
             jsonl_field: the field of each JSONL record that holds its text.
             tokenizer_kind: ``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character).
             vocab_size: BPE vocabulary size to train (ignored for ``char``).
@@ -214,6 +217,12 @@ class TextDataModule(CorpusDataModule):
             prepare_workers: processes that tokenize and write shards in ``prepare_data``.
             tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
                 training text (all of it when the corpus is smaller), which bounds its time and memory.
+            prepared: instead of ``sources``, a corpus prepared already, read as it is: the ``<name>-<fingerprint>``
+                folder that preparing prints (``data.prepared=...``), a local path or
+                ``s3://bucket/prefix/<name>-<fingerprint>`` (streamed into ``local_cache_dir``). No source is read;
+                its own ``tokenizer.json`` is the tokenizer. The settings of preparing (``cache_dir``,
+                ``jsonl_field``, ``tokenizer_kind``, ``vocab_size``, ``tokenizer_train_bytes``, the fractions,
+                ``split``, ``prepare_workers``) are unused, and a ``tokenizer_path`` must name its tokenizer.
         """
         check_fraction("data.val_fraction", val_fraction, zero_allowed=False)
         check_fraction("data.test_fraction", test_fraction, zero_allowed=True)
@@ -240,9 +249,15 @@ class TextDataModule(CorpusDataModule):
             max_cache_size=max_cache_size,
             s3_endpoint=s3_endpoint,
             prepare_workers=prepare_workers,
+            prepared=prepared,
         )
         self.save_hyperparameters(logger=False)
         self.sources = [sources] if isinstance(sources, str) else list(sources or [])
+        if self.sources and prepared is not None:
+            raise DataError(
+                f"give data.sources (to prepare a corpus) or data.prepared (a corpus prepared already), not both "
+                f"(got data.sources {', '.join(self.sources)} and data.prepared {prepared})"
+            )
         self._corpus = TextFiles(self.sources, jsonl_field, val_fraction, test_fraction, split)
 
     def corpus(self) -> TextFiles:

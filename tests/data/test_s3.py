@@ -1,9 +1,11 @@
 """Prepared data in object storage, against a real S3-compatible server (SeaweedFS, ``tests/s3_server.py``).
 
 The real ``lightningllm fit`` prepares a text corpus into ``s3://corpora/<prefix>/``, trains from
-the stream, is stopped by SIGTERM (``last.ckpt`` at the step boundary, exit code 143) and resumed:
-the resumed run ends on exactly the weights of a run that was never stopped. Each run gets a fresh
-local cache, so every shard it reads came from the bucket. An unreachable endpoint and refused
+the stream, is stopped by SIGTERM (``last.ckpt`` at the step boundary, exit code 143) and resumed
+from the prepared corpus alone (``data.prepared``, the sources gone): the resumed run ends on
+exactly the weights of a run that was never stopped. Each run gets a fresh local cache, so every
+shard it reads came from the bucket. A data module given only ``data.prepared`` reads the batches
+of the one that prepared the corpus from its sources. An unreachable endpoint and refused
 credentials end ``fit`` in one line naming the URI, with exit code 2; the secret key is in no
 output and no file of a run (its config, hyperparameters, TensorBoard events).
 """
@@ -77,9 +79,10 @@ def test_fit_prepares_into_a_bucket_streams_from_it_and_resumes_exactly(s3_serve
     config = fit_config(tmp_path, text_corpus, f"s3://{BUCKET}/fit")
 
     output = finished(start(fit(config, "straight"), s3_server, tmp_path / "straight.log"), tmp_path / "straight.log")
-    assert f"shards in s3://{BUCKET}/fit/text-" in output
     keys = s3_server.keys("fit/")
     corpus = keys[0].split("/")[1]  # text-<fingerprint>
+    uri = f"s3://{BUCKET}/fit/{corpus}"
+    assert f"shards in {uri} (data.prepared={uri} reads them without the sources)" in output
     for name in ("report.json", "tokenizer.json", "train/index.json", "val/index.json"):
         assert f"fit/{corpus}/{name}" in keys
     assert any(key.startswith(f"fit/{corpus}/train/chunk-") for key in keys)
@@ -99,8 +102,11 @@ def test_fit_prepares_into_a_bucket_streams_from_it_and_resumes_exactly(s3_serve
     stopped_at, _ = weights(last)
     assert 0 < stopped_at < MAX_STEPS
 
+    # Resumed on another "machine": no sources, only the prepared corpus in the bucket.
+    text_corpus.rename(tmp_path / "gone")
     log = tmp_path / "resumed.log"
-    finished(start(fit(config, "resumed", f"--ckpt_path={last}"), s3_server, log), log)
+    resume = fit(config, "resumed", f"--ckpt_path={last}", "--data.sources=null", f"--data.prepared={uri}")
+    assert f"data: reading the prepared corpus {uri}" in finished(start(resume, s3_server, log), log)
     resumed_at, resumed = weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     straight_at, straight = weights(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     assert resumed_at == straight_at == MAX_STEPS
@@ -150,11 +156,16 @@ def test_an_unreachable_endpoint_or_refused_credentials_end_fit_in_one_line_nami
     assert SECRET_KEY not in output and "not-the-secret-5ee1" not in output
 
 
-def test_a_corpus_whose_upload_was_cut_short_is_prepared_again(s3_server, text_corpus, tmp_path, monkeypatch, capsys):
+def use_server(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's AWS environment: the test server's endpoint and credentials, nothing else."""
     for key in [key for key in os.environ if key.startswith("AWS_")]:
         monkeypatch.delenv(key)
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
+
+
+def test_a_corpus_whose_upload_was_cut_short_is_prepared_again(s3_server, text_corpus, tmp_path, monkeypatch, capsys):
+    use_server(s3_server, monkeypatch)
     settings = {"sources": str(text_corpus), "tokenizer_kind": "char", "block_size": 16, "batch_size": 4}
     settings |= {"cache_dir": f"s3://{BUCKET}/cut", "prepare_workers": 1}
     dm = TextDataModule(**settings, local_cache_dir=str(tmp_path / "first"))
@@ -175,6 +186,41 @@ def test_a_corpus_whose_upload_was_cut_short_is_prepared_again(s3_server, text_c
     assert again.report == json.loads(published)
 
 
+def test_a_corpus_prepared_into_a_bucket_is_read_elsewhere_without_its_sources(
+    s3_server, text_corpus, tmp_path, monkeypatch, capsys
+):
+    use_server(s3_server, monkeypatch)
+    loader = {"block_size": 16, "batch_size": 4}
+    dm = TextDataModule(
+        sources=str(text_corpus), tokenizer_kind="char", cache_dir=f"s3://{BUCKET}/elsewhere", prepare_workers=1,
+        local_cache_dir=str(tmp_path / "first"), **loader,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    uri = f"s3://{BUCKET}/elsewhere/{dm.prepared_dir.name}"
+    assert f"(data.prepared={uri} reads them without the sources)" in capsys.readouterr().out
+    text_corpus.rename(tmp_path / "gone")  # the training machine has none of the sources
+
+    again = TextDataModule(prepared=uri, local_cache_dir=str(tmp_path / "second"), **loader)
+    again.prepare_data()
+    assert capsys.readouterr().out == f"data: reading the prepared corpus {uri}\n"
+    again.setup("fit")
+    assert again.prepared_dir == tmp_path / "second" / "s3" / BUCKET / "elsewhere" / dm.prepared_dir.name
+    assert again.state_dict() == dm.state_dict() and again.report == dm.report
+    for split in ("train", "val"):
+        for (x, y), (x2, y2) in zip(dm._loader(split), again._loader(split), strict=True):
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert list((again.prepared_dir / "train").glob("chunk-*.bin"))  # streamed from the bucket
+
+    missing = f"s3://{BUCKET}/elsewhere/text-0123"
+    with pytest.raises(DataError) as refused:
+        TextDataModule(prepared=missing, local_cache_dir=str(tmp_path / "third")).setup("fit")
+    assert str(refused.value) == (
+        f"data.prepared {missing} is not a prepared corpus (no report.json): give the <name>-<fingerprint> folder "
+        "that preparing printed"
+    )
+
+
 @pytest.mark.parametrize(
     "setting, message",
     [
@@ -192,9 +238,13 @@ def test_a_corpus_whose_upload_was_cut_short_is_prepared_again(s3_server, text_c
             "data.max_cache_size must be a size such as 50GB, 500MB or a number of bytes (got 'lots')",
         ),
         ({"local_cache_dir": "s3://b/y"}, "data.local_cache_dir must be a local folder path (got 's3://b/y')"),
+        (
+            {"sources": None, "prepared": "gs://bucket/x/text-0123"},
+            "data.prepared gs://bucket/x/text-0123: only s3:// URIs are supported (or a local folder)",
+        ),
     ],
 )
 def test_object_storage_settings_are_checked_at_construction_in_one_line(tmp_path, setting, message):
     with pytest.raises(DataError) as refused:
-        TextDataModule(sources=str(tmp_path / "not-read"), **setting)
+        TextDataModule(**({"sources": str(tmp_path / "not-read")} | setting))
     assert str(refused.value) == message

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lightningllm.data import DataError, TextDataModule
+from lightningllm.data import DataError, TextDataModule, Tokenizer
 from lightningllm.data.prepare import read_report
 from lightningllm.data.shards import PieceWriter
 from lightningllm.data.sources import CleaningReport
@@ -293,3 +293,52 @@ def test_every_setting_is_checked_at_construction_in_one_line_naming_it(tmp_path
     with pytest.raises(DataError) as refused:
         TextDataModule(sources=str(tmp_path / "not-read"), **setting)
     assert str(refused.value) == message
+
+
+def test_a_prepared_folder_gives_the_same_batches_without_the_sources(text_corpus, tmp_path, capsys):
+    dm = make(text_corpus, tmp_path, tokenizer_kind="char")
+    dm.prepare_data()
+    assert f"(data.prepared={dm.prepared_dir} reads them without the sources)" in capsys.readouterr().out
+    dm.setup("fit")
+    text_corpus.rename(tmp_path / "elsewhere")  # nothing reads or stats the sources
+    # The settings of preparing are unused: a BPE vocabulary this small would be refused.
+    again = TextDataModule(prepared=f"{dm.prepared_dir}/", block_size=16, batch_size=4, vocab_size=7)
+    again.prepare_data()
+    assert capsys.readouterr().out == f"data: reading the prepared corpus {dm.prepared_dir}\n"
+    again.setup("fit")
+    assert again.prepared_dir == dm.prepared_dir and again.report == dm.report
+    assert again.tokenizer.same_vocabulary(dm.tokenizer)
+    for split in ("train", "val"):
+        for (x, y), (x2, y2) in zip(dm._loader(split), again._loader(split), strict=True):
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+    again.load_state_dict(dm.state_dict())  # a run trained from the sources resumes from the prepared folder
+    assert again.state_dict() == dm.state_dict()
+    tokenizer = again.prepared_dir / "tokenizer.json"
+    TextDataModule(prepared=str(again.prepared_dir), tokenizer_path=str(tokenizer), block_size=16).setup("fit")
+
+
+def test_a_prepared_corpus_that_is_not_one_or_given_with_sources_is_refused_in_one_line(text_corpus, tmp_path):
+    dm = make(text_corpus, tmp_path, tokenizer_kind="char")
+    dm.prepare_data()
+    folder = tmp_path / "text-0123"
+    folder.mkdir()
+    with pytest.raises(DataError) as refused:
+        TextDataModule(prepared=str(folder)).setup("fit")
+    assert str(refused.value) == (
+        f"data.prepared {folder} is not a prepared corpus (no report.json): give the <name>-<fingerprint> folder "
+        "that preparing printed"
+    )
+    with pytest.raises(DataError) as refused:
+        TextDataModule(sources=str(text_corpus), prepared=str(dm.prepared_dir))
+    assert str(refused.value) == (
+        "give data.sources (to prepare a corpus) or data.prepared (a corpus prepared already), not both "
+        f"(got data.sources {text_corpus} and data.prepared {dm.prepared_dir})"
+    )
+    with pytest.raises(DataError, match=r"^data.prepared must name a prepared corpus's <name>-<fingerprint> folder"):
+        TextDataModule(prepared="s3://bucket/")
+    other = tmp_path / "other.json"
+    Tokenizer.train(["only these letters"], kind="char").save(other)
+    with pytest.raises(DataError, match=rf"^data.tokenizer_path {other} \(\d+ tokens\) is not the tokenizer of data"):
+        TextDataModule(prepared=str(dm.prepared_dir), tokenizer_path=str(other), block_size=16).setup("fit")
+    with pytest.raises(DataError, match=rf"the train split of data.prepared {dm.prepared_dir} has .*; prepare a corp"):
+        TextDataModule(prepared=str(dm.prepared_dir), block_size=4000).setup("fit")

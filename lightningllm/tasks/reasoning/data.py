@@ -6,7 +6,9 @@ on the test problems), the question read as context and only the answer trained 
 It needs no files and no download. Training problems stream in the generator's order (1-step
 problems first when the curriculum is on), so ``shuffle`` defaults to off and the shards are
 written by one worker. ``task`` is the ``ReasoningTask`` on the same problems, which ``TaskEval``
-scores by exact match; ``sample_prompts`` are the first validation questions.
+scores by exact match; ``sample_prompts`` are the first validation questions. It takes no
+``prepared`` corpus: generating needs no files, the same settings find the corpus already
+prepared (in a bucket too), and the task must score the problems the shards hold.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class ReasoningDataModule(CorpusDataModule):
         shuffle: bool = False,
         seed: int = 42,
         cache_dir: str = ".cache/lightningllm",
+        local_cache_dir: str = ".cache/lightningllm",
+        max_cache_size: str | None = None,
+        s3_endpoint: str | None = None,
     ):
         """
         Args:
@@ -60,7 +65,19 @@ class ReasoningDataModule(CorpusDataModule):
             num_workers: loader worker processes.
             shuffle: shuffle training samples (breaks the curriculum order).
             seed: seed of the shuffle.
-            cache_dir: where the prepared corpus is cached.
+            cache_dir: where the prepared corpus is cached, in a folder named by a fingerprint of the settings above:
+                a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded there, then
+                streamed from there; see ``s3_endpoint`` for the server and credentials).
+            local_cache_dir: with an ``s3://`` ``cache_dir``: the local folder, under ``s3/<bucket>/<prefix>/``,
+                of the corpus's small files, the shards streamed from the bucket, and the staging folder of the
+                corpus while it is prepared.
+            max_cache_size: with an ``s3://`` ``cache_dir``: the most streamed shard data kept in
+                ``local_cache_dir``, e.g. ``50GB`` (a corpus larger than that has its shards deleted once read);
+                None: litdata's default, 75% of the free disk.
+            s3_endpoint: the URL of an S3-compatible server (MinIO, SeaweedFS, R2), e.g. ``http://10.0.0.5:9000``;
+                None: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` or the AWS config, else AWS itself.
+                Credentials are never settings: boto3 reads ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``,
+                or ``AWS_PROFILE`` and ``~/.aws``.
         """
         check_int("data.num_train", num_train, 1)
         check_int("data.num_val", num_val, 1)
@@ -80,6 +97,9 @@ class ReasoningDataModule(CorpusDataModule):
             shuffle=shuffle,
             seed=seed,
             cache_dir=cache_dir,
+            local_cache_dir=local_cache_dir,
+            max_cache_size=max_cache_size,
+            s3_endpoint=s3_endpoint,
             prepare_workers=1,  # one worker keeps the curriculum order
         )
         self.save_hyperparameters(logger=False)

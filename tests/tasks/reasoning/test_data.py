@@ -64,6 +64,19 @@ def test_hparams_hold_the_arguments(tmp_path):
     assert "prepare_workers" not in dm.hparams  # the module's own arguments, not its base class's
 
 
+def test_the_object_storage_settings_reach_the_corpus_module(tmp_path):
+    dm = make(
+        tmp_path, cache_dir="s3://bucket/corpora", local_cache_dir=str(tmp_path / "local"), max_cache_size="1GB",
+        s3_endpoint="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert dm.remote.uri == "s3://bucket/corpora" and dm.remote.endpoint == "http://127.0.0.1:9"
+    assert dm.prepared_dir.parent == tmp_path / "local" / "s3" / "bucket" / "corpora"
+    assert dm._shards("train")["max_cache_size"] == "1GB"
+    assert dm.hparams["local_cache_dir"] == str(tmp_path / "local") and dm.hparams["max_cache_size"] == "1GB"
+    with pytest.raises(DataError, match=r"^data.max_cache_size must be a size such as 50GB"):
+        make(tmp_path, max_cache_size="lots")
+
+
 def test_resuming_on_another_corpus_is_refused_in_one_line(tmp_path):
     state = make(tmp_path).state_dict()
     with pytest.raises(DataError, match=r"^cannot resume: the checkpoint was trained on prepared corpus reasoning-"):
