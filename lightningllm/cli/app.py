@@ -174,6 +174,7 @@ class LightningLLMCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.model.check_strategy(self.trainer.strategy)  # before any process is launched or data prepared
+        self.model.check_resume_strategy(self.trainer.strategy, self.config.fit.get("ckpt_path"))
         if not any(isinstance(cb, LastCheckpoint) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(LastCheckpoint())  # after the ModelCheckpoints, which Lightning puts last
         if self.config.fit.get("ckpt_path"):

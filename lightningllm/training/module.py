@@ -181,6 +181,17 @@ class LitGPT(L.LightningModule):
             shown = f"auto (= {size} devices per node)" if asked == "auto" else size
             raise ValueError(_NO_TENSOR_PARALLEL.format(size=shown))
 
+    @staticmethod
+    def check_resume_strategy(strategy: Strategy, ckpt_path: str | None) -> None:
+        """Refuse, in one line, to resume a sharded checkpoint (a folder) under a strategy that cannot read it."""
+        if ckpt_path and is_sharded_checkpoint(ckpt_path) and not isinstance(strategy, ModelParallelStrategy):
+            raise ValueError(
+                f"cannot resume from {ckpt_path} with trainer.strategy {type(strategy).__name__}: it is a sharded "
+                "checkpoint, whose optimizer state only ModelParallelStrategy reads; resume with --trainer.strategy "
+                "ModelParallelStrategy, or start a new run from its weights (lightningllm export, then "
+                "--model.init_from)"
+            )
+
     def setup(self, stage: str) -> None:
         self.check_strategy(self.trainer.strategy, stage)
         data = self.trainer.datamodule
@@ -499,14 +510,8 @@ class LitGPT(L.LightningModule):
         checkpoint["train_seconds"] = self.clock.seconds
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self._stage == "fit" and self.trainer.ckpt_path and is_sharded_checkpoint(self.trainer.ckpt_path):
-            if not isinstance(self.trainer.strategy, ModelParallelStrategy):  # which loads the shards itself
-                raise ValueError(
-                    f"cannot resume from {self.trainer.ckpt_path} with trainer.strategy "
-                    f"{type(self.trainer.strategy).__name__}: it is a sharded checkpoint, whose optimizer state only "
-                    "ModelParallelStrategy reads; resume with --trainer.strategy ModelParallelStrategy, or start "
-                    "a new run from its weights (lightningllm export, then --model.init_from)"
-                )
+        if self._stage == "fit":
+            self.check_resume_strategy(self.trainer.strategy, self.trainer.ckpt_path)
         stored = Tokenizer.from_str(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
         self._check_compatible(checkpoint, stored)
         config = model_config(checkpoint)

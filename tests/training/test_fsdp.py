@@ -169,6 +169,14 @@ def test_validate_and_predict_read_a_sharded_checkpoint_on_one_device(runs):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "val/loss" in result.stdout
+    # resuming the folder under DDP (which cannot read its optimizer shards): one line, before any process starts
+    result = run_cli(
+        runs["root"], "fit", "--config", str(CONFIGS / "debug.yaml"), f"--ckpt_path={folder}",
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot resume from {folder} with trainer.strategy DDPStrategy: it is a sharded")
     # predict under the sharding strategy would hang (each rank decodes its own lengths): refused in one line
     result = run_cli(runs["root"], "predict", f"--ckpt_path={folder}", "--prompt=Q: 3 + 4 =", *FSDP)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: predict runs on one device, and")
