@@ -27,8 +27,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightningllm.checkpoint import RUN_CONFIG_KEY
+from lightningllm.checkpoint import RUN_CONFIG_KEY, read_checkpoint
 from lightningllm.cli.errors import config_error_line
+from lightningllm.sharded_checkpoint import is_sharded_checkpoint
 from lightningllm.training import LastCheckpoint, LitGPT, PredictionWriter
 
 DEFAULT_ROOT_DIR = "logs/default"
@@ -111,6 +112,10 @@ class LightningLLMCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         given = self.config[subcommand].get("model.config") if subcommand else None
         super()._parse_ckpt_path()
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and is_sharded_checkpoint(ckpt_path):  # LightningCLI reads hyperparameters from files only
+            hparams = read_checkpoint(ckpt_path, weights=False).get("hyper_parameters", {})
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         stored = self.config[subcommand].get("model.config") if subcommand else None
         if given is None or stored is None:
             return

@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         check_config_files(argv)
         argv, predict_output = expand_predict_shortcuts(argv)
-        checkpoint = given_checkpoint(argv)
-        argv = shape_from_sharded_checkpoint(config_from_checkpoint(argv, checkpoint), checkpoint)
+        argv = config_from_checkpoint(argv, given_checkpoint(argv))
         from lightningllm.cli.app import run
 
         run(argv, predict_output)
@@ -144,23 +143,6 @@ def given_checkpoint(argv: list[str]) -> dict | None:
     checkpoint = read_checkpoint(ckpt_path, weights=False)
     check_checkpoint(checkpoint, ckpt_path)
     return checkpoint
-
-
-def shape_from_sharded_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:
-    """``--ckpt_path`` a sharded folder: its model shape as ``--model.config``, last, so that it wins.
-
-    LightningCLI applies a checkpoint's shape over the command line's, but reads it only from a
-    ``.ckpt`` file; without it ``predict`` would not know the vocabulary before the weights load.
-    """
-    ckpt_path = _option(argv, "--ckpt_path")
-    if checkpoint is None or ckpt_path is None:
-        return argv
-    from lightningllm.checkpoint import model_config
-    from lightningllm.sharded_checkpoint import is_sharded_checkpoint
-
-    if not is_sharded_checkpoint(ckpt_path):
-        return argv
-    return [*argv, f"--model.config={json.dumps(model_config(checkpoint, ckpt_path).to_dict())}"]
 
 
 def config_from_checkpoint(argv: list[str], checkpoint: dict | None) -> list[str]:

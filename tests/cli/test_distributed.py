@@ -129,7 +129,7 @@ def fit_debug(workdir: Path, devices: int, batch_size: int, *extra: str) -> subp
         "--trainer.max_steps=-1", "--trainer.max_epochs=2", "--trainer.val_check_interval=6",
         "--data.num_val=20", "--trainer.limit_val_batches=null", "--trainer.log_every_n_steps=1",
         "--trainer.enable_progress_bar=false",
-        "--data.num_train=120", "--data.shuffle=true", f"--data.batch_size={batch_size}", "--data.num_workers=1",
+        "--data.num_train=120", "--data.shuffle=true", f"--data.batch_size={batch_size}", "--data.num_workers=0",
         "--trainer.callbacks+=TaskEval", "--trainer.callbacks.num_val_examples=2", f"--trainer.callbacks+={record}",
         "--data.cache_dir", str(workdir.parent / "cache"), *extra,
     ]  # fmt: skip

@@ -169,6 +169,13 @@ def test_validate_and_predict_read_a_sharded_checkpoint_on_one_device(runs):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "val/loss" in result.stdout
+    # another shape than the folder's is refused, as for a .ckpt file (it was replaced silently)
+    result = run_cli(
+        runs["root"], "predict", f"--ckpt_path={folder}", "--prompt=Q: 1 + 1 =", "--model.config.n_embd=64"
+    )
+    assert result.returncode == 2 and "holds a model of another shape: " in result.stderr
+    assert "model.config.n_embd 32 -> 64" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     # resuming the folder under DDP (which cannot read its optimizer shards): one line, before any process starts
     result = run_cli(
         runs["root"], "fit", "--config", str(CONFIGS / "debug.yaml"), f"--ckpt_path={folder}",
