@@ -3,6 +3,38 @@
 from lightningllm.model.config import PRESETS, GPTConfig
 from lightningllm.model.generate import generate, sample_next
 from lightningllm.model.gpt import GPT, IGNORE_INDEX
+from lightningllm.model.lora import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    load_adapter,
+    lora_state_dict,
+    merge_lora,
+    merged_state_dict,
+    save_adapter,
+    trainable_parameters,
+    unmerge_lora,
+)
 from lightningllm.model.optim import Muon, lr_at, param_groups
 
-__all__ = ["GPT", "GPTConfig", "IGNORE_INDEX", "Muon", "PRESETS", "generate", "lr_at", "param_groups", "sample_next"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "IGNORE_INDEX",
+    "LoRAConfig",
+    "LoRALinear",
+    "Muon",
+    "PRESETS",
+    "apply_lora",
+    "generate",
+    "load_adapter",
+    "lora_state_dict",
+    "lr_at",
+    "merge_lora",
+    "merged_state_dict",
+    "param_groups",
+    "sample_next",
+    "save_adapter",
+    "trainable_parameters",
+    "unmerge_lora",
+]
