@@ -146,6 +146,7 @@ class CorpusDataModule(TokenDataModule):
         self.report: dict = {}
         """The prepared corpus's ``report.json`` (see ``read_report``), read by ``setup``."""
         self._datasets: dict = {}
+        self._chunk_samples: dict[str, list[int]] = {}  # per split: samples in each chunk, read once by setup
 
     def corpus(self) -> Corpus:
         """The corpus this module prepares and reads; every subclass implements it."""
@@ -217,6 +218,7 @@ class CorpusDataModule(TokenDataModule):
                 drop_last=True,  # unused (only litdata's own iteration reads it); without it litdata warns under DDP
                 transform=decode_sample,
             )
+            self._chunk_samples[split] = chunk_samples(directory / split, self.block_size + 1)
 
     def _check_prepared(self) -> None:
         """Refuse, in one line, a ``prepared`` folder that holds no complete corpus; mirror one in a bucket."""
@@ -278,7 +280,7 @@ class CorpusDataModule(TokenDataModule):
         if split not in self._datasets:
             raise self._too_little(split, drop_last=split == "train")
         rank, ranks = data_parallel_share(self.trainer)
-        chunks = chunk_samples(self.prepared_dir / split, self.block_size + 1)
+        chunks = self._chunk_samples[split]
         if split == "train":
             batches = RankBatches(
                 self._datasets[split], chunks, self.batch_size, rank, ranks, seed=self.seed, shuffle=self.shuffle
