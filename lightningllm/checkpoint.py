@@ -4,7 +4,9 @@ A lightningllm checkpoint is a Lightning checkpoint whose ``hyper_parameters`` h
 entry, ``config`` (the model's ``GPTConfig``: the shape, stored once), with the tokenizer JSON
 under ``tokenizer``, the training wall-clock under ``train_seconds`` and, when the run came from
 the ``lightningllm`` command, its whole config under ``lightningllm_config`` (so ``validate`` and
-``test`` need nothing but the checkpoint). Parameter names never carry ``torch.compile``'s
+``test`` need nothing but the checkpoint). A LoRA run's checkpoint also holds its ``LoRAConfig``
+under ``lora`` and the adapters beside the frozen base weights; reading it for inference or
+export folds them in (``model_state``). Parameter names never carry ``torch.compile``'s
 ``_orig_mod.`` prefix (``LitGPT`` compiles its step function, or its blocks in place);
 ``plain_key`` drops it from files that have it. A checkpoint is a ``.ckpt`` file, or, from
 ``ModelParallelStrategy`` (FSDP2), a folder of shards that ``read_checkpoint`` consolidates
@@ -38,7 +40,8 @@ import torch
 
 from lightningllm.atomic import atomic_directory, fsync_path
 from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, GPTConfig
+from lightningllm.model import GPT, GPTConfig, LoRAConfig
+from lightningllm.model.lora import apply_lora, merge_lora_state, save_adapter
 from lightningllm.sharded_checkpoint import SHARDED_METADATA, is_sharded_checkpoint, read_sharded_weights
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -52,6 +55,10 @@ STAGING_PREFIX = f"{EXPORT_MARKER}.tmp-"
 
 COMPILED_PREFIX = "_orig_mod."
 """torch.compile's wrapper prefix on parameter names of a compiled module."""
+
+LORA_KEY = "lora"
+"""Checkpoint key of the ``LoRAConfig`` (a dict) of a run that trained adapters: its ``state_dict`` then holds
+each adapted linear as ``<path>.base.weight`` plus ``<path>.lora_A.weight`` and ``<path>.lora_B.weight``."""
 
 RUN_CONFIG_KEY = "lightningllm_config"
 """Checkpoint key of the ``lightningllm`` command's config (YAML) for the run that wrote it."""
@@ -131,12 +138,29 @@ def model_config(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig
 
 
 def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The GPT's weights in a LitGPT checkpoint, under the GPT's own names (``model.`` and compile prefixes dropped)."""
-    return {
+    """The GPT's weights in a LitGPT checkpoint, under the GPT's own names (``model.`` and compile prefixes dropped).
+
+    A checkpoint of a LoRA run holds the frozen base weights and the adapters: they come back folded
+    into plain ``GPT`` weights (``merge_lora_state``), what inference and export read.
+    """
+    state = {
         plain_key(key).removeprefix("model."): value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith("model.")
     }
+    lora = checkpoint_lora(checkpoint)
+    return state if lora is None else merge_lora_state(state, lora)
+
+
+def checkpoint_lora(checkpoint: dict, path: str | Path = "checkpoint") -> LoRAConfig | None:
+    """The ``LoRAConfig`` of a checkpoint written by a LoRA run (under ``LORA_KEY``), else None."""
+    stored = checkpoint.get(LORA_KEY)
+    if stored is None:
+        return None
+    try:
+        return LoRAConfig(**stored)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: its LoRA config is invalid: {err}") from None
 
 
 def check_checkpoint(checkpoint: dict, path: str | Path = "checkpoint") -> GPTConfig:
@@ -202,6 +226,46 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
         with _naming(out):
             _replace_export(out, earlier, model, tokenizer)
     return out
+
+
+def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
+    """Write the LoRA adapters of a LoRA run's checkpoint alone to ``out``: ``adapter_config.json`` and
+    ``adapter_model.safetensors``, with peft's names (``lightningllm.model.lora.save_adapter``).
+
+    ``base_model_name_or_path`` records the run's ``model.init_from`` when the checkpoint has its run config.
+
+    Raises:
+        ValueError: the checkpoint trained no adapters, or ``out`` is a file.
+    """
+    path, out = Path(ckpt_path), Path(out)
+    checkpoint = read_checkpoint(path)
+    config, lora = check_checkpoint(checkpoint, path), checkpoint_lora(checkpoint, path)
+    if lora is None:
+        raise ValueError(
+            f"checkpoint {path} trained no LoRA adapters (it is a full model): export it without --adapter_only"
+        )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: name a folder")
+    model = GPT(config)
+    apply_lora(model, lora)
+    weights = checkpoint["state_dict"]
+    model.load_state_dict({plain_key(k).removeprefix("model."): v for k, v in weights.items() if k[:6] == "model."})
+    save_adapter(model, lora, out, base_model_name_or_path=_run_init_from(checkpoint))
+    return out
+
+
+def _run_init_from(checkpoint: dict) -> str | None:
+    """The ``model.init_from`` of the run that wrote ``checkpoint``, from its stored run config (None if unknown)."""
+    import yaml
+
+    try:
+        run = yaml.safe_load(checkpoint.get(RUN_CONFIG_KEY) or "") or {}
+    except yaml.YAMLError:
+        return None
+    model = run.get("model") or {} if isinstance(run, dict) else {}
+    args = model.get("init_args", model) if isinstance(model, dict) else {}
+    init_from = args.get("init_from") if isinstance(args, dict) else None
+    return init_from if isinstance(init_from, str) else None
 
 
 def _earlier_export(out: Path) -> set[str] | None:

@@ -325,10 +325,16 @@ CASES = [
     Case("data-tokenizer-kind-unknown", text_fit("--data.tokenizer_kind", "wordpiece"), ("tokenizer_kind",)),
     Case("data-split-unknown", text_fit("--data.split", "random"), ("data.split",)),
     Case(
-        "data-too-little-chat",  # item 7: 811 training tokens, less than one batch of 16 x 65
-        text_fit("--data.block_size", "64", "--data.val_fraction", "0.2", sources="chat.jsonl"),
-        ("811", "batch"),
+        "data-chat-no-validation-record",  # item 7: records train one per sample, so only an empty split is too little
+        text_fit("--data.split", "tail", "--data.val_fraction", "0.01", sources="chat.jsonl"),
+        ("val split", "chat.jsonl", "holds no record", "data.val_fraction"),
         write("chat.jsonl", chat_records(61)),
+    ),
+    Case(
+        "data-chat-mixed-with-plain-text",
+        text_fit(sources="chat.jsonl"),
+        ("chat.jsonl", "mix plain text", "separate runs"),
+        write("chat.jsonl", jsonl({"text": "plain"}, *({"prompt": f"Q{i}?", "response": "A."} for i in range(9)))),
     ),
     Case(
         "data-too-little-for-one-block",

@@ -103,20 +103,30 @@ class LightningLLMCLI(LightningCLI):
         self.predict_output = predict_output
         super().__init__(*args, **kwargs)
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI applies a checkpoint's hyperparameters (the model's shape) over the command line's.
+    def add_arguments_to_parser(self, parser) -> None:
+        """The model is ``LitGPT`` unless a config names another class (``model: class_path: ...DPO``)."""
+        parser.set_defaults({"model": {"class_path": f"{LitGPT.__module__}.{LitGPT.__name__}"}})
 
-        A shape the command line gives that differs would be silently replaced: refuse it in one line.
-        (LightningCLI has no public hook between parsing and this merge.)
+    def _parse_ckpt_path(self) -> None:
+        """A checkpoint's hyperparameters (the model's shape) apply over the command line's, as in LightningCLI.
+
+        They apply to the model class the run names (``DPO``, ``GRPO``, or ``LitGPT`` by default): LightningCLI's
+        own merge would parse them without a ``class_path`` and so fall back to ``LitGPT``, and a DPO run would
+        resume as plain training. A shape the command line gives that differs would be silently replaced: refuse
+        it in one line. (LightningCLI has no public hook between parsing and this merge.)
         """
         subcommand = self.config.get("subcommand")
-        given = self.config[subcommand].get("model.config") if subcommand else None
-        super()._parse_ckpt_path()
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and is_sharded_checkpoint(ckpt_path):  # LightningCLI reads hyperparameters from files only
-            hparams = read_checkpoint(ckpt_path, weights=False).get("hyper_parameters", {})
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        stored = self.config[subcommand].get("model.config") if subcommand else None
+        if not subcommand:
+            return
+        given = self.config[subcommand].get("model.init_args.config")
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path and (is_sharded_checkpoint(ckpt_path) or Path(ckpt_path).is_file()):
+            hparams = read_checkpoint(ckpt_path, weights=False).get("hyper_parameters") or {}
+            hparams.pop("_instantiator", None)
+            if hparams:
+                model = {"class_path": self.config[subcommand].model.class_path, "init_args": hparams}
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        stored = self.config[subcommand].get("model.init_args.config")
         if given is None or stored is None:
             return
         changed = [
@@ -150,7 +160,7 @@ class LightningLLMCLI(LightningCLI):
     @staticmethod
     def _default_tokenizer_from_init_from(config: Namespace) -> None:
         """With ``--model.init_from DIR``, a data module taking ``tokenizer_path`` defaults to DIR's tokenizer."""
-        init_from = config.get("model.init_from")
+        init_from = config.get("model.init_args.init_from")
         data_args = config.get("data.init_args")
         takes_tokenizer = data_args is not None and "tokenizer_path" in data_args
         if not init_from or not takes_tokenizer or data_args.tokenizer_path is not None:
@@ -265,6 +275,7 @@ def build_cli(
     return LightningLLMCLI(
         LitGPT,
         L.LightningDataModule,
+        subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
         run=run,

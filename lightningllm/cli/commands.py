@@ -186,8 +186,20 @@ def export(argv: list[str]) -> None:
         help="a checkpoint written by `lightningllm fit`: a .ckpt file or a sharded folder",
     )
     parser.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export to replace)")
+    parser.add_argument(
+        "--adapter_only",
+        action="store_true",
+        help="for a LoRA run's checkpoint: write its adapters alone (adapter_config.json, adapter_model.safetensors, "
+        "peft's names) instead of the merged model",
+    )
     args = parser.parse_args(argv)
-    from lightningllm.checkpoint import EXPORT_FILES, export_checkpoint
+    from lightningllm.checkpoint import EXPORT_FILES, export_adapter, export_checkpoint
+
+    if args.adapter_only:
+        out = export_adapter(args.ckpt_path, args.out)
+        files = "adapter_config.json, adapter_model.safetensors"
+        print(f"exported the LoRA adapters of {args.ckpt_path} to {out}/ ({files})")
+        return
 
     out = export_checkpoint(args.ckpt_path, args.out)
     files = ", ".join(name for name in EXPORT_FILES if (out / name).is_file())

@@ -18,6 +18,8 @@ _EXPORTS = {
     "CorpusDataModule": "lightningllm.data.datamodule",
     "TextDataModule": "lightningllm.data.text",
     "PromptDataModule": "lightningllm.data.prompts",
+    "TaskPromptDataModule": "lightningllm.data.task_prompts",
+    "PreferenceDataModule": "lightningllm.data.preference",
 }
 
 __all__ = list(_EXPORTS)

@@ -10,8 +10,9 @@ sizes its vocabulary from ``tokenizer``, refuses a ``block_size`` longer than it
 not a ``TokenDataModule`` (a user's ``TensorDataset`` of token blocks, say) still trains
 ``LitGPT``, which then takes its vocabulary from ``model.config.vocab_size``.
 
-Batches are ``(inputs, targets)`` pairs of int64 tensors, each ``(B, block_size)``; a target
-of ``IGNORE_INDEX`` (-100) is left out of the loss.
+Batches are ``(inputs, targets)`` pairs of int64 tensors, each ``(B, T)``: ``T = block_size`` for
+packed text, ``T ≤ block_size`` for a corpus of records (one record per row, right-padded to the
+longest of its step); a target of ``IGNORE_INDEX`` (-100) is left out of the loss.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class TokenDataModule(L.LightningDataModule):
     tokenizer: Tokenizer | None = None
     """The tokenizer of the batches' token ids, set by ``setup``; None when the ids are not text."""
     block_size: int
-    """Tokens per sample (inputs and targets are each this long)."""
+    """Tokens per sample (inputs and targets are each this long, or at most this long for records)."""
 
     @property
     def bytes_per_token(self) -> float | None:

@@ -8,20 +8,27 @@ fingerprint (``lightningllm.data.prepare``); ``setup`` only opens the shards. Wi
 ``cache_dir`` the corpus is prepared into a bucket and its shards stream from there, cached in
 ``local_cache_dir`` (``lightningllm.data.storage``). ``prepared`` names a corpus prepared already,
 on local disk or in a bucket, read as it is: a node that trains from it needs no source file.
-Each sample is ``block_size + 1`` consecutive tokens, split into inputs and targets
-(``decode_sample``); training reads them in the run's one order, each data-parallel rank its
-share of every step (``lightningllm.data.loader``). Every setting is checked at construction
-(``lightningllm.data.checks``), and ``setup`` refuses a split its stage reads that holds no batch
-(Lightning would train or validate on nothing and exit 0), in one line with its token count, what
-one batch needs, and what to change: a subclass words the last two with ``data_source`` and
-``more_data_hint``. The state saved in checkpoints lets ``fit --ckpt_path`` refuse, in one line,
-to resume on data that no longer matches.
+The corpus's layout (``lightningllm.data.shards``) decides what a sample is. ``packed``: each
+sample is ``block_size + 1`` consecutive tokens, split into inputs and targets (``decode_sample``).
+``records`` (a corpus of instruction or chat records): each sample is one record, cut to its first
+``block_size + 1`` tokens when longer (``setup`` prints how many are), and a step's rows are
+right-padded to its longest record, so no token attends across records; every record trains once an
+epoch, the last step filled up with rows that weigh nothing. Training reads the samples in the run's
+one order, each data-parallel rank its share of every step (``lightningllm.data.loader``). Every
+setting is checked at construction (``lightningllm.data.checks``), and ``setup`` refuses a split its
+stage reads that holds no batch (Lightning would train or validate on nothing and exit 0), in one
+line with its token count (for records: that it holds none), what one batch needs, and what to
+change: a subclass words the last two with ``data_source`` and ``more_data_hint``. The state
+saved in checkpoints lets ``fit --ckpt_path`` refuse, in one line, to resume on data that no longer
+matches.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+
+import numpy as np
 
 from lightningllm.data.checks import check_choice, check_int, check_size
 from lightningllm.data.contract import TokenDataModule
@@ -36,8 +43,18 @@ from lightningllm.data.prepare import (
     publish_corpus,
     read_report,
 )
-from lightningllm.data.shards import MAX_VOCAB_SIZE, chunk_samples, count_samples, decode_sample, is_prepared
-from lightningllm.data.sources import DataError
+from lightningllm.data.shards import (
+    MAX_VOCAB_SIZE,
+    RECORD_LENGTHS,
+    chunk_records,
+    chunk_samples,
+    count_samples,
+    decode_record,
+    decode_sample,
+    is_prepared,
+    sample_widths,
+)
+from lightningllm.data.sources import DataError, Layout
 from lightningllm.data.storage import S3Folder, is_url
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind, check_bpe_vocab_size
 
@@ -73,7 +90,8 @@ class CorpusDataModule(TokenDataModule):
             tokenizer_path: use this ``tokenizer.json`` instead of training one.
             tokenizer_train_bytes: train the tokenizer on a deterministic sample of about this much of the
                 training text (all of it when the corpus is smaller), which bounds its time and memory.
-            block_size: tokens per training sample (the model's context length).
+            block_size: tokens per training sample (the model's context length); for a corpus of records, the
+                most a sample holds (a longer record is cut to its first ``block_size + 1`` tokens).
             batch_size: samples per batch.
             num_workers: loader worker processes (0 reads in the main process).
             shuffle: shuffle training samples each epoch (off keeps the corpus order, e.g. a curriculum).
@@ -147,6 +165,7 @@ class CorpusDataModule(TokenDataModule):
         """The prepared corpus's ``report.json`` (see ``read_report``), read by ``setup``."""
         self._datasets: dict = {}
         self._chunk_samples: dict[str, list[int]] = {}  # per split: samples in each chunk, read once by setup
+        self._widths: dict[str, np.ndarray] = {}  # per split of records: the inputs each record makes
 
     def corpus(self) -> Corpus:
         """The corpus this module prepares and reads; every subclass implements it."""
@@ -208,17 +227,47 @@ class CorpusDataModule(TokenDataModule):
         self.report = read_report(directory)
         from litdata import StreamingDataset, TokensLoader
 
+        records = self.layout == "records"
+        lengths = dict(np.load(directory / RECORD_LENGTHS)) if records else {}
         for split in SPLITS:
             if not self.report["tokens"].get(split):
                 continue  # an empty split has no shards
+            if records:
+                reading = {"transform": functools.partial(decode_record, block_size=self.block_size)}
+                self._chunk_samples[split] = chunk_records(directory / split)
+                self._widths[split] = sample_widths(lengths[split], self.block_size)
+            else:
+                reading = {"item_loader": TokensLoader(block_size=self.block_size + 1), "transform": decode_sample}
+                self._chunk_samples[split] = chunk_samples(directory / split, self.block_size + 1)
             self._datasets[split] = StreamingDataset(
                 **self._shards(split),
-                item_loader=TokensLoader(block_size=self.block_size + 1),
+                **reading,
                 shuffle=False,  # read by index, in the orders of lightningllm.data.loader
                 drop_last=True,  # unused (only litdata's own iteration reads it); without it litdata warns under DDP
-                transform=decode_sample,
             )
-            self._chunk_samples[split] = chunk_samples(directory / split, self.block_size + 1)
+        if records:
+            self._report_cut(lengths)
+
+    @property
+    def layout(self) -> Layout:
+        """How the prepared corpus holds its documents (``report.json``'s ``layout``; after ``setup``):
+        ``packed`` windows, or ``records``, one sample each. A corpus prepared before layouts existed is packed."""
+        return self.report.get("layout", "packed")
+
+    def _report_cut(self, lengths: dict[str, np.ndarray]) -> None:
+        """Print, in one line, the records of each split and how many are longer than a sample and cut."""
+        window = self.block_size + 1
+        counts = {split: len(lengths[split]) for split in SPLITS}
+        cut = {split: int((lengths[split] > window).sum()) for split in SPLITS}
+        where = ", ".join(f"{split} {count:,}" for split, count in counts.items())
+        if sum(cut.values()):
+            which = ", ".join(f"{split} {count:,}" for split, count in cut.items() if count)
+            longer = f"{sum(cut.values()):,} longer than data.block_size + 1 = {window} tokens ({which}) are cut to "
+            longer += f"their first {window}"
+        else:
+            longer = f"none is longer than data.block_size + 1 = {window} tokens"
+        if self.trainer is None or self.trainer.is_global_zero:
+            print(f"data: one sample per record ({where} records); {longer}")
 
     def _check_prepared(self) -> None:
         """Refuse, in one line, a ``prepared`` folder that holds no complete corpus; mirror one in a bucket."""
@@ -263,8 +312,8 @@ class CorpusDataModule(TokenDataModule):
         return self.report["val_bytes"] / max(1, self.report["tokens"]["val"])
 
     def num_train_samples(self) -> int:
-        """Training samples of ``block_size + 1`` tokens per epoch (after ``setup``)."""
-        return count_samples(self.prepared_dir / "train", self.block_size + 1)
+        """Training samples per epoch (after ``setup``): windows of ``block_size + 1`` tokens, or records."""
+        return sum(self._chunk_samples.get("train", []))
 
     def _loader(self, split: str):
         """The loader of ``split``; a ``DataError`` when it would hold no batch (Lightning would run none).
@@ -281,16 +330,21 @@ class CorpusDataModule(TokenDataModule):
             raise self._too_little(split, drop_last=split == "train")
         rank, ranks = data_parallel_share(self.trainer)
         chunks = self._chunk_samples[split]
+        records = self.layout == "records"
+        # Records: rows padded to their step's longest, and the last step of training kept (padded) too.
+        shape = {"widths": self._widths[split], "pad_id": self.tokenizer.eos_id} if records else {}
         if split == "train":
             batches = RankBatches(
-                self._datasets[split], chunks, self.batch_size, rank, ranks, seed=self.seed, shuffle=self.shuffle
-            )
+                self._datasets[split], chunks, self.batch_size, rank, ranks, pad_last=records, **shape,
+                seed=self.seed, shuffle=self.shuffle,
+            )  # fmt: skip
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             loader = TrainLoader(batches, num_workers=self.num_workers, epoch=epoch)
         else:
             batches = RankBatches(
-                self._datasets[split], chunks, self.batch_size, rank, ranks, pad_last=True, seed=0, shuffle=False
-            )
+                self._datasets[split], chunks, self.batch_size, rank, ranks, pad_last=True, **shape, seed=0,
+                shuffle=False,
+            )  # fmt: skip
             loader = DataLoader(batches, batch_size=None, num_workers=self.num_workers)
         if len(loader) == 0:
             raise self._too_little(split, drop_last=split == "train")
@@ -300,6 +354,14 @@ class CorpusDataModule(TokenDataModule):
         """The one line that says what ``split`` holds, what one batch of it needs, and what to change."""
         window = self.block_size + 1
         tokens = self.report["tokens"].get(split, 0)
+        what = {"train": "training", "val": "validation", "test": "test"}[split]
+        if self.layout == "records":  # any record makes a batch: too little is none
+            source, hint = (
+                (f"data.prepared {self.prepared}", f"prepare a corpus with {split} records")
+                if self.prepared is not None
+                else (self.data_source(), self.more_data_hint(split))
+            )
+            return DataError(f"too little {what} data: the {split} split of {source} holds no record; {hint}")
         samples = count_samples(self.prepared_dir / split, window) if tokens else 0
         world = data_parallel_share(self.trainer)[1]
         plural = "" if samples == 1 else "s"
@@ -317,7 +379,6 @@ class CorpusDataModule(TokenDataModule):
             lower = "data.batch_size or data.block_size"
         else:
             needs, lower = f"one sample needs {window} tokens", "data.block_size"
-        what = {"train": "training", "val": "validation", "test": "test"}[split]
         return DataError(f"too little {what} data: {has}, and {needs}; {hint}, or lower {lower}")
 
     def train_dataloader(self):

@@ -13,6 +13,13 @@ order, then the samples of each window of ``WINDOW_CHUNKS`` consecutive chunks i
 order. A reader thus needs one window's chunks at a time (what matters when they stream from
 object storage), and a small corpus, one window, is shuffled whole.
 
+A sample is a packed window (every one ``block_size`` long) or, for a corpus of instruction
+records, one record: then ``widths`` gives each sample's length, each step's rows are right-padded
+to the longest sample of the whole step (inputs with ``pad_id``, targets with ``IGNORE_INDEX``), so
+the ranks of a step share one shape ``(batch_size, T)`` with ``T ≤ block_size``, and training keeps
+the last, partial step of an epoch, filled up as evaluation fills it (below): every record trains
+once an epoch, and a set smaller than one batch still makes a step.
+
 The position (epoch, next sample) is what ``TrainLoader.state_dict`` saves in checkpoints: a run
 resumed from one continues at the exact next sample on any number of ranks, with any
 ``batch_size`` or loader workers.
@@ -72,20 +79,27 @@ class RankBatches(IterableDataset):
 
     ``samples[i]`` is sample ``i`` as an ``(inputs, targets)`` pair (a litdata ``StreamingDataset``
     read by index). ``pad_last``: the last ``N mod G`` samples make one more step, padded (for
-    evaluation); else they are left out (training). With loader workers, worker ``w`` of ``k``
-    makes steps ``w, w + k, ...``, which the loader hands out in step order.
+    evaluation, and for records in training too); else they are left out (training on packed windows).
+    ``widths``: the length of each sample's inputs, when they differ (records): each step's rows are
+    right-padded to the longest of the step's samples, inputs with ``pad_id``; None: every sample has
+    the same length, and no row is padded. With loader workers, worker ``w`` of ``k`` makes steps
+    ``w, w + k, ...``, which the loader hands out in step order.
     """
 
     def __init__(
         self, samples: Any, chunk_samples: list[int], batch_size: int, rank: int, ranks: int, pad_last: bool = False,
-        **order: Any,
+        widths: np.ndarray | None = None, pad_id: int = 0, **order: Any,
     ):  # fmt: skip
+        if widths is not None and len(widths) != sum(chunk_samples):
+            raise ValueError(f"{len(widths)} sample widths for {sum(chunk_samples)} samples")
         self.samples = samples
         self.chunk_samples = chunk_samples
         self.batch_size = batch_size
         self.rank = rank
         self.ranks = ranks
         self.pad_last = pad_last
+        self.widths = widths
+        self.pad_id = pad_id
         self.order = order  # seed, shuffle
         self.epoch = 0
         self.start = 0  # the sample of the epoch's order where the next step starts
@@ -103,7 +117,11 @@ class RankBatches(IterableDataset):
         return self._steps(self.num_samples)
 
     def _steps(self, samples: int) -> int:
-        return -(-samples // self.global_batch) if self.pad_last else samples // self.global_batch
+        return max(0, -(-samples // self.global_batch) if self.pad_last else samples // self.global_batch)
+
+    def steps_left(self) -> int:
+        """Steps of the epoch from the current position on."""
+        return self._steps(self.num_samples - self.start)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(self.chunk_samples, self.epoch, **self.order)
@@ -111,15 +129,28 @@ class RankBatches(IterableDataset):
         worker = get_worker_info()
         first, every = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         for step in range(first, self._steps(len(order) - start), every):
-            begin = start + step * self.global_batch + self.rank * self.batch_size
-            pairs = [self._sample(order, i) for i in range(begin, begin + self.batch_size)]
+            step_start = start + step * self.global_batch
+            width = self._width(order[step_start : step_start + self.global_batch])
+            begin = step_start + self.rank * self.batch_size
+            pairs = [self._sample(order, i, width) for i in range(begin, begin + self.batch_size)]
             yield torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
-    def _sample(self, order: np.ndarray, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if i < len(order):
-            return self.samples[int(order[i])]
-        inputs, targets = self.samples[int(order[0])]  # padding: any inputs, no target
-        return inputs, torch.full_like(targets, IGNORE_INDEX)
+    def _width(self, step_samples: np.ndarray) -> int | None:
+        """The length of a step's rows: that of its longest sample (the same on every rank); None: unpadded."""
+        return None if self.widths is None else int(self.widths[step_samples].max())
+
+    def _sample(self, order: np.ndarray, i: int, width: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if width is None:  # samples of one length
+            if i < len(order):
+                return self.samples[int(order[i])]
+            inputs, targets = self.samples[int(order[0])]  # padding: any inputs, no target
+            return inputs, torch.full_like(targets, IGNORE_INDEX)
+        if i >= len(order):  # a row that fills the last step: no target
+            return torch.full((width,), self.pad_id, dtype=torch.int64), torch.full((width,), IGNORE_INDEX)
+        inputs, targets = self.samples[int(order[i])]
+        pad = width - len(inputs)  # right padding: causal attention keeps every real token from seeing it
+        inputs = torch.cat([inputs, torch.full((pad,), self.pad_id, dtype=inputs.dtype)])
+        return inputs, torch.cat([targets, torch.full((pad,), IGNORE_INDEX, dtype=targets.dtype)])
 
 
 class TrainLoader(DataLoader):
@@ -137,7 +168,7 @@ class TrainLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         batches = self.batches
-        if not self._first_iter or batches.start + batches.global_batch > batches.num_samples:
+        if not self._first_iter or batches.steps_left() == 0:
             batches.epoch, batches.start = batches.epoch + 1, 0
         self._first_iter = False
         for batch in super().__iter__():  # the workers start from the position set above

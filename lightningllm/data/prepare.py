@@ -7,6 +7,9 @@ reads the documents once, writing each to the pieces of its split (``train``, ``
 the training text, bounded in size; for a character vocabulary every character of every split,
 so held-out text never turns into ``<|unk|>``. It then trains the tokenizer (or loads the given
 file), tokenizes each split into shards in worker processes and writes ``report.json``. The
+corpus decides the layout of its shards while it yields its documents (``CleaningReport.layout``):
+``packed`` token streams, or one item per document for a corpus of instruction records, whose
+lengths it then records (``lightningllm.data.shards``). The
 folder is built in a locked staging folder beside it and renamed into place only when complete
 (``lightningllm.data.staging``: however preparation ends, even by SIGTERM, no staging folder
 stays behind, and one left by a killed run is removed by the next). The global RNGs are left
@@ -41,15 +44,24 @@ import torch
 from lightningllm.atomic import temporary_name
 from lightningllm.data.instruct import Segment
 from lightningllm.data.shard_writer import write_shards
-from lightningllm.data.shards import COMPLETE_MARKER, PieceWriter, count_tokens, fingerprint, is_prepared
+from lightningllm.data.shards import (
+    COMPLETE_MARKER,
+    RECORD_LENGTHS,
+    PieceWriter,
+    count_tokens,
+    fingerprint,
+    is_prepared,
+    record_lengths,
+)
 from lightningllm.data.sources import CleaningReport, DataError, fingerprint_files, in_sample
 from lightningllm.data.staging import remove_abandoned, staging_directory
 from lightningllm.data.storage import S3Folder
 from lightningllm.data.tokenizer import Tokenizer, TokenizerKind
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-FORMAT_VERSION = 4
-"""Part of every fingerprint: raised when the prepared format changes, so old caches are rebuilt."""
+FORMAT_VERSION = 5
+"""Part of every fingerprint: raised when the prepared format changes, so old caches are rebuilt (5: the
+``records`` layout, so a corpus of instruction records packed by an earlier version is prepared again)."""
 
 
 class Corpus(Protocol):
@@ -70,7 +82,10 @@ class Corpus(Protocol):
     def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
         """Yield ``(split, segments, ends_with_eos)`` per document, ``split`` one of ``train``, ``val``,
         ``test``; a segment is ``(text, trained)``, and context (``trained=False``) is read but not
-        trained on. Counts what was read and kept in ``report``; a split may get no documents."""
+        trained on. Counts what was read and kept in ``report``; a split may get no documents. A corpus
+        whose every document is a record to train on alone (an instruction or chat example) sets
+        ``report.layout = "records"`` by the time it is exhausted; left ``packed``, the documents of a
+        split are joined into one token stream."""
         ...
 
 
@@ -107,8 +122,8 @@ def corpus_dir(corpus: Corpus, tokenizer: TokenizerSpec, cache_dir: str | Path) 
 
 
 def read_report(directory: Path) -> dict:
-    """The ``report.json`` of a prepared folder: cleaning counts, ``tokens`` and ``text_bytes`` per split,
-    ``vocab_size``, ``val_bytes`` and the seconds of each phase."""
+    """The ``report.json`` of a prepared folder: cleaning counts, the ``layout``, ``tokens`` and ``text_bytes``
+    per split, ``vocab_size``, ``val_bytes`` and the seconds of each phase."""
     return json.loads((directory / COMPLETE_MARKER).read_text())
 
 
@@ -186,7 +201,10 @@ def mirror_corpus(remote: S3Folder, local: Path) -> bool:
     if report is None:
         return False
     _write_if_changed(local / "tokenizer.json", _published(remote, local.name, "tokenizer.json"))
-    for split, tokens in json.loads(report)["tokens"].items():
+    summary = json.loads(report)
+    if summary.get("layout") == "records":
+        _write_if_changed(local / RECORD_LENGTHS, _published(remote, local.name, RECORD_LENGTHS))
+    for split, tokens in summary["tokens"].items():
         if tokens:  # an empty split has no shards
             if _write_if_changed(local / split / "index.json", _published(remote, local.name, split, "index.json")):
                 for stale in (local / split).iterdir():  # shards cached from the earlier index
@@ -287,10 +305,18 @@ def _build(corpus: Corpus, out: Path, work: Path, spec: TokenizerSpec, workers: 
     seconds["tokenizer"] = time.perf_counter() - clock
     clock = time.perf_counter()
     stats = {}
+    records = report.layout == "records"
+    lengths = {}
     for split, writer in writers.items():
         if writer.paths:  # an empty split writes no shards
-            write_shards(writer.paths, tokenizer.to_str(), out / split, workers, work)
-        stats[split] = count_tokens(out / split) if writer.paths else 0
+            write_shards(writer.paths, tokenizer.to_str(), out / split, workers, work, records=records)
+        if records:
+            lengths[split] = record_lengths(out / split) if writer.paths else np.zeros(0, dtype=np.int64)
+            stats[split] = int(lengths[split].sum())
+        else:
+            stats[split] = count_tokens(out / split) if writer.paths else 0
+    if records:
+        np.savez(out / RECORD_LENGTHS, **lengths)
     seconds["tokenize_write"] = time.perf_counter() - clock
     summary = {**report.to_dict(), "tokens": stats, "vocab_size": tokenizer.vocab_size}
     summary["text_bytes"] = {split: writer.text_bytes for split, writer in writers.items()}
@@ -298,7 +324,8 @@ def _build(corpus: Corpus, out: Path, work: Path, spec: TokenizerSpec, workers: 
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     (out / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
-    return summary, f"{report.summary()}; tokens {stats}; {timing}"
+    layout = f"; one sample per record {report.split_documents}" if records else ""
+    return summary, f"{report.summary()}; tokens {stats}{layout}; {timing}"
 
 
 def _install(built: Path, target: Path, staging: Path) -> None:

@@ -1,4 +1,7 @@
-"""The shard writer: litdata's ``optimize`` tokenizing piece files into token shards, failing in one line.
+"""The shard writer: litdata's ``optimize`` tokenizing piece files into shards, failing in one line.
+
+It writes a split's token stream (``TokensLoader`` shards, the ``packed`` layout) or, for a corpus of
+instruction records, one item per record (``records``; see ``lightningllm.data.shards``).
 
 ``write_shards`` runs ``optimize`` in a process group of its own (``lightningllm.data.isolated``),
 so a SIGTERM or an error in the caller leaves no litdata worker running and no litdata SIGINT
@@ -23,7 +26,7 @@ import threading
 from pathlib import Path
 
 from lightningllm.data.isolated import run_isolated
-from lightningllm.data.shards import tokenize_file
+from lightningllm.data.shards import tokenize_file, tokenize_records
 
 WRITER_GRACE_SECONDS = 60.0
 """How long litdata may take, once every piece is tokenized, to write its last chunks and index."""
@@ -36,19 +39,30 @@ def write_shards(
     num_workers: int,
     work_dir: Path,
     chunk_tokens: int = 1 << 21,
+    records: bool = False,
 ) -> None:
-    """Tokenize JSON-lines piece files into litdata token shards under ``output_dir``; temporary files go
+    """Tokenize JSON-lines piece files into litdata shards under ``output_dir``: a token stream, or with
+    ``records`` one item per document (chunks of about ``2 * chunk_tokens`` bytes); temporary files go
     to ``work_dir``. Raises ``OSError`` (with its ``errno``) when a write fails."""
     # One worker keeps the document order (a curriculum, a corpus read in order, relies on it).
     workers = max(1, min(num_workers, len(pieces)))
-    run_isolated(_optimize, pieces, tokenizer_json, str(output_dir), workers, str(work_dir), chunk_tokens)
+    args = (pieces, tokenizer_json, str(output_dir), workers, str(work_dir), chunk_tokens, records)
+    run_isolated(_optimize, *args)
 
 
 class _WriterStalled(Exception):
     """Raised in the shard writer's main thread when litdata stopped after a failed write."""
 
 
-def _optimize(pieces: list[str], tokenizer_json: str, output_dir: str, workers: int, work_dir: str, chunk_tokens: int):
+def _optimize(
+    pieces: list[str],
+    tokenizer_json: str,
+    output_dir: str,
+    workers: int,
+    work_dir: str,
+    chunk_tokens: int,
+    records: bool,
+):
     """In the child process: litdata's ``optimize``, with its caches in ``work_dir`` instead of ``$TMPDIR``."""
     from litdata import TokensLoader, optimize
 
@@ -60,13 +74,17 @@ def _optimize(pieces: list[str], tokenizer_json: str, output_dir: str, workers: 
     signal.signal(signal.SIGUSR1, _raise_stalled)
     returned = threading.Event()
     threading.Thread(target=_watch_writer, args=(done_dir, len(pieces), returned), daemon=True).start()
+    tokenize = tokenize_records if records else tokenize_file
+    # A token stream's chunks hold chunk_tokens tokens; a chunk of records about as many bytes as 16-bit ones.
+    chunking = (
+        {"chunk_bytes": 2 * chunk_tokens} if records else {"chunk_size": chunk_tokens, "item_loader": TokensLoader()}
+    )
     try:
         optimize(
-            fn=functools.partial(tokenize_file, tokenizer_json=tokenizer_json, done_dir=done_dir),
+            fn=functools.partial(tokenize, tokenizer_json=tokenizer_json, done_dir=done_dir),
             inputs=pieces,
             output_dir=output_dir,
-            chunk_size=chunk_tokens,
-            item_loader=TokensLoader(),
+            **chunking,
             num_workers=workers,
             reorder_files=False,
             keep_data_ordered=True,

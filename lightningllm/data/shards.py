@@ -1,13 +1,18 @@
-"""The shard format: documents → litdata token shards (``TokensLoader``), and a stored sample → a batch row.
+"""The shard format: documents → litdata shards (a packed token stream, or one record per item), a sample → a row.
 
 A prepared corpus is one folder ``<cache_dir>/<name>-<fingerprint>/`` holding ``tokenizer.json``,
 ``train/``, ``val/`` and ``test/`` litdata shards (none for a split without documents), and
 ``report.json``, written last as the mark of a complete folder (``lightningllm.data.prepare``
-builds it; ``lightningllm.data.shard_writer`` runs litdata's writer). A split
-is one stream of token ids, documents joined by EOS. A token the model reads but is not trained
-to predict (a prompt of instruction data) is stored with the top bit of its integer set;
-``decode_sample`` turns a stored window of ``block_size + 1`` tokens into inputs and targets
-whose context positions are ``IGNORE_INDEX``.
+builds it; ``lightningllm.data.shard_writer`` runs litdata's writer). A token the model reads but
+is not trained to predict (a prompt of instruction data) is stored with the top bit of its integer
+set. Its ``layout`` (in ``report.json``) says how a split holds its documents. ``packed``
+(``TokensLoader`` shards): one stream of token ids, documents joined by EOS, and ``decode_sample``
+turns a stored window of ``block_size + 1`` tokens into inputs and targets whose context positions
+are ``IGNORE_INDEX``. ``records`` (a corpus of instruction or chat records): item ``i`` of a split
+is its record ``i``, a variable-length array of token ids ending with EOS, and ``decode_record``
+turns it into one sample, cut to its first ``block_size + 1`` tokens when longer; ``RECORD_LENGTHS``
+holds each record's length, which the loader needs to pad a step's rows to the longest of them
+without reading them first.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 from lightningllm.model.gpt import IGNORE_INDEX
 
 COMPLETE_MARKER = "report.json"
+RECORD_LENGTHS = "record_lengths.npz"
+"""The tokens of each record, one array per split, in a corpus of ``records`` layout."""
 
 
 def fingerprint(parts: dict) -> str:
@@ -52,28 +59,46 @@ def context_flag(dtype: np.dtype) -> int:
 
 
 def tokenize_file(path: str, tokenizer_json: str, done_dir: str) -> Iterator[np.ndarray]:
-    """litdata worker: encode one file of JSON-lines documents into a single token array.
+    """litdata worker (``packed``): encode one file of JSON-lines documents into a single token array.
 
     Each document is a list of ``(text, trained)`` segments. Tokens of context segments (the
     prompts of instruction data, the questions of a task corpus) are stored with the
     context flag set, so the loss covers only the trained segments. Once litdata has taken the
     array, an empty ``<done_dir>/<file name>`` marks the file done (``lightningllm.data.shard_writer``).
     """
+    dtype, documents = _stored_documents(path, tokenizer_json)
+    yield np.asarray([token for document in documents for token in document], dtype=dtype)
+    Path(done_dir, Path(path).name).touch()
+
+
+def tokenize_records(path: str, tokenizer_json: str, done_dir: str) -> Iterator[np.ndarray]:
+    """litdata worker (``records``): encode one file of JSON-lines documents into one token array per
+    document, stored as ``tokenize_file`` stores them; then mark the file done as it does."""
+    dtype, documents = _stored_documents(path, tokenizer_json)
+    for document in documents:
+        yield np.asarray(document, dtype=dtype)
+    Path(done_dir, Path(path).name).touch()
+
+
+def _stored_documents(path: str, tokenizer_json: str) -> tuple[type[np.unsignedinteger], list[list[int]]]:
+    """The storage dtype, and each document of a JSON-lines file as stored token ids: context flagged, EOS
+    appended where the document ends with one."""
     tokenizer = _cached_tokenizer(tokenizer_json)
     with open(path, encoding="utf-8") as handle:
         docs = [json.loads(line) for line in handle]
     ids = iter(tokenizer.encode_batch([text for doc in docs for text, _ in doc["segments"]]))
     dtype = token_dtype(tokenizer.vocab_size)
     flag = context_flag(dtype)
-    flat: list[int] = []
+    documents = []
     for doc in docs:
+        stored: list[int] = []
         for _, trained in doc["segments"]:
             segment_ids = next(ids)
-            flat.extend(segment_ids if trained else [t | flag for t in segment_ids])
+            stored.extend(segment_ids if trained else [t | flag for t in segment_ids])
         if doc["eos"]:
-            flat.append(tokenizer.eos_id)
-    yield np.asarray(flat, dtype=dtype)
-    Path(done_dir, Path(path).name).touch()
+            stored.append(tokenizer.eos_id)
+        documents.append(stored)
+    return dtype, documents
 
 
 @functools.lru_cache(maxsize=2)
@@ -136,6 +161,33 @@ def chunk_samples(split_dir: Path, window: int) -> list[int]:
 def count_samples(split_dir: Path, window: int) -> int:
     """Samples of ``window`` tokens in a token-shard folder."""
     return sum(chunk_samples(split_dir, window))
+
+
+def chunk_records(split_dir: Path) -> list[int]:
+    """Records (items) in each chunk of a record-shard folder, as litdata numbers them, chunk after chunk."""
+    index = json.loads((split_dir / "index.json").read_text())
+    return [chunk["chunk_size"] for chunk in index["chunks"]]
+
+
+def record_lengths(split_dir: Path) -> np.ndarray:
+    """The tokens of each record of a record-shard folder, read once from its shards (int64, one per record)."""
+    from litdata import StreamingDataset
+
+    records = StreamingDataset(str(split_dir), shuffle=False)
+    return np.fromiter((len(records[i]) for i in range(len(records))), dtype=np.int64, count=len(records))
+
+
+def sample_widths(lengths: np.ndarray, block_size: int) -> np.ndarray:
+    """The inputs (and targets) each record makes: its tokens, cut to ``block_size + 1``, less one."""
+    return np.minimum(lengths, block_size + 1) - 1
+
+
+def decode_record(tokens: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stored record → (inputs, targets), int64, each ``min(len(tokens), block_size + 1) - 1`` long.
+
+    A record longer than ``block_size + 1`` tokens keeps its start (as litgpt's ``max_seq_length`` does).
+    """
+    return decode_sample(tokens[: block_size + 1])
 
 
 def decode_sample(tokens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,12 +18,16 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from lightningllm.data.instruct import Segment, record_segments
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
 SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
+Layout = Literal["packed", "records"]
+"""How a prepared corpus stores its documents (``lightningllm.data.shards``): ``packed`` into one token stream
+cut into windows, or ``records``, one sample per document (a corpus of instruction and chat records)."""
 _BINARY_SNIFF = 8192
 READ_CHUNK_BYTES = 4 << 20
 """Text files are read, decoded and normalized this many bytes at a time."""
@@ -84,6 +88,8 @@ class CleaningReport:
     bytes_kept: int = 0
     undecodable_bytes_replaced: int = 0
     split_documents: dict[str, int] = field(default_factory=dict)
+    layout: Layout = "packed"
+    """Set by the corpus while it yields its documents: ``records`` stores each one as a sample of its own."""
 
     def summary(self) -> str:
         where = f"{self.files} file(s)" if self.files else "generated corpus"
@@ -102,12 +108,15 @@ class Document:
     """One cleaned document as ``(text, trained)`` segments.
 
     Plain text is one trained segment. Instruction and chat records alternate context
-    (prompts, role tags) and trained segments (answers). A text file too large to keep is
+    (prompts, role tags) and trained segments (answers): they are the documents that are not
+    ``is_plain``. A text file too large to keep is
     not held at all: ``reread`` streams its cleaned text again in chunks.
     """
 
     segments: list[Segment]
     reread: Callable[[], Iterator[str]] | None = None
+    source: Path | None = None
+    """The file it was read from."""
 
     @property
     def is_plain(self) -> bool:
@@ -237,8 +246,8 @@ def _text_file_document(path: Path, report: CleaningReport, dedupe: _Deduper) ->
     if not dedupe.keep(digest.digest(), has_text, nbytes):
         return None
     if count > 1:
-        return Document(segments=[], reread=functools.partial(_normalized_chunks, path))
-    return Document(segments=[(first, True)])
+        return Document(segments=[], reread=functools.partial(_normalized_chunks, path), source=path)
+    return Document(segments=[(first, True)], source=path)
 
 
 def _jsonl_documents(path: Path, text_field: str, report: CleaningReport, dedupe: _Deduper) -> Iterator[Document]:
@@ -267,7 +276,7 @@ def _jsonl_documents(path: Path, text_field: str, report: CleaningReport, dedupe
             has_text = any(trained and text.strip() for text, trained in segments)
             nbytes = sum(len(text.encode("utf-8")) for text, _ in segments)
             if dedupe.keep(digest.digest(), has_text, nbytes):
-                yield Document(segments=segments)
+                yield Document(segments=segments, source=path)
 
 
 def iter_documents(files: list[Path], jsonl_field: str, report: CleaningReport) -> Iterator[Document]:

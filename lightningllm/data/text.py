@@ -5,10 +5,13 @@
 into pieces of about 32k characters first, so a corpus that is one big file still feeds every
 split; an instruction or chat record stays whole. Each piece goes to a split either by a hash of
 its content (``hash``: held-out text samples the whole corpus) or by its position (``tail``: the
-last characters in file order, as nanoGPT splits its data). ``TextDataModule`` is the
-``CorpusDataModule`` over it: the CLI's ``data:`` section for text. Given ``prepared`` instead of
-``sources``, it reads a corpus prepared already (on another machine, say, into a bucket) without
-any source file.
+last characters in file order, as nanoGPT splits its data). The sources decide the layout: plain
+text is packed into one token stream cut into windows, while sources that hold only instruction and
+chat records (``prompt``/``response`` or ``messages``) make a corpus of records, each one sample of
+its own (``lightningllm.data.shards``); sources that mix the two are refused, in one line naming
+their files. ``TextDataModule`` is the ``CorpusDataModule`` over it: the CLI's ``data:`` section
+for text. Given ``prepared`` instead of ``sources``, it reads a corpus prepared already (on
+another machine, say, into a bucket) without any source file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lightningllm.data.instruct import Segment
 from lightningllm.data.sources import (
     CleaningReport,
     DataError,
+    Document,
     fingerprint_files,
     iter_documents,
     resolve_sources,
@@ -68,6 +72,9 @@ def _with_last(items: Iterator[str]) -> Iterator[tuple[str, bool]]:
 class TextFiles:
     """The ``Corpus`` of a user's text files, split by content hash or by position.
 
+    Its layout (``CleaningReport.layout``) is ``records`` when every kept document is an instruction
+    or chat record, else ``packed``; sources with both kinds are a ``DataError``.
+
     Args:
         sources: files, folders (searched recursively) and glob patterns.
         jsonl_field: the field of each JSONL record that holds its text.
@@ -108,12 +115,14 @@ class TextFiles:
         return sum(path.stat().st_size for path in self.files)
 
     def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
-        """Yield ``(split, segments, ends_with_eos)``; raises ``DataError`` when cleaning leaves no text."""
+        """Yield ``(split, segments, ends_with_eos)`` and set ``report.layout``; raises ``DataError`` when cleaning
+        leaves no text, or when the sources mix plain text and instruction or chat records."""
         files = self.files
+        kinds: dict[str, list[Path]] = {"plain": [], "records": []}  # the files each kind of document came from
         if self.split == "tail":
-            yield from self._tail_split(files, report)
+            yield from self._tail_split(files, report, kinds)
         else:
-            for document in iter_documents(files, self.jsonl_field, report):
+            for document in self._read(files, report, kinds):
                 if not document.is_plain:
                     key = json.dumps(document.segments, ensure_ascii=False)
                     yield self._hash_split(key), document.segments, True
@@ -122,11 +131,28 @@ class TextFiles:
                     yield self._hash_split(piece), [(piece, True)], last
         if report.documents_kept == 0:
             raise DataError(f"no text left after cleaning the sources {self.sources} (all empty or duplicate)")
+        if kinds["plain"] and kinds["records"]:
+            raise DataError(
+                f"data.sources {', '.join(self.sources)} mix plain text ({_names(kinds['plain'])}) with instruction or "
+                f"chat records ({_names(kinds['records'])}), which train differently (text packed into windows, each "
+                "record a sample of its own): train on them in separate runs"
+            )
+        report.layout = "records" if kinds["records"] else "packed"
+
+    def _read(self, files: list[Path], report: CleaningReport, kinds: dict[str, list[Path]]) -> Iterator[Document]:
+        """The cleaned documents, noting in ``kinds`` the files of plain text and those of records."""
+        for document in iter_documents(files, self.jsonl_field, report):
+            seen = kinds["plain" if document.is_plain else "records"]
+            if not seen or seen[-1] != document.source:
+                seen.append(document.source)
+            yield document
 
     def _hash_split(self, text: str) -> str:
         return split_of_document(text, self.val_fraction, self.test_fraction)
 
-    def _tail_split(self, files: list[Path], report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
+    def _tail_split(
+        self, files: list[Path], report: CleaningReport, kinds: dict[str, list[Path]]
+    ) -> Iterator[tuple[str, list[Segment], bool]]:
         """In file order: training text, then ``val_fraction`` of all characters, then ``test_fraction``."""
         total = sum(
             sum(len(chunk) for chunk in document.text_chunks())
@@ -141,7 +167,7 @@ class TextFiles:
             return "train" if position < val_start else "val" if position < test_start else "test"
 
         position = 0
-        for document in iter_documents(files, self.jsonl_field, report):
+        for document in self._read(files, report, kinds):
             if not document.is_plain:  # an instruction record stays whole, on the side where it starts
                 yield split_at(position), document.segments, True
                 position += sum(len(text) for text, _ in document.segments)
@@ -156,8 +182,25 @@ class TextFiles:
                 position = end
 
 
+def _names(files: list[Path], shown: int = 3) -> str:
+    """The first ``shown`` of ``files``, and how many more."""
+    names = ", ".join(str(path) for path in files[:shown])
+    return names + (f" and {len(files) - shown} more" if len(files) > shown else "")
+
+
 class TextDataModule(CorpusDataModule):
-    """Token batches from text files, with a tokenizer trained on them (or loaded from a file)."""
+    """Token batches from text files, with a tokenizer trained on them (or loaded from a file).
+
+    Plain text (``.txt``, ``.md``, JSONL ``text`` records) is packed: one token stream, documents joined by
+    EOS, cut into samples of ``block_size + 1`` tokens. Sources of instruction and chat records only (JSONL
+    ``prompt`` + ``response``, or ``messages``), e.g. ``TextDataModule(sources=["chat.jsonl"])``, train one
+    record per sample instead: each row of a batch holds exactly one record (its prompt and role tags as
+    context, its answers and EOS as targets), right-padded to the longest record of its step (inputs with
+    EOS, targets with ``IGNORE_INDEX``), so no token attends across records and ``T ≤ block_size``. A record
+    longer than ``block_size + 1`` tokens keeps its start and is cut there; ``setup`` prints how many were cut.
+    Every record trains once an epoch: the last, partial step is filled with rows that weigh nothing, so 3
+    records with ``batch_size`` 16 make one step. Sources that mix plain text and records are refused.
+    """
 
     def __init__(
         self,
@@ -190,8 +233,9 @@ class TextDataModule(CorpusDataModule):
             tokenizer_kind: ``bpe`` (byte-level BPE, digits split) or ``char`` (one token per character).
             vocab_size: BPE vocabulary size to train (ignored for ``char``).
             tokenizer_path: use this ``tokenizer.json`` instead of training one.
-            block_size: tokens per training sample (the model's context length).
-            batch_size: samples per batch.
+            block_size: tokens per training sample (the model's context length); for records, the most a
+                sample holds (a longer record is cut to its first ``block_size + 1`` tokens).
+            batch_size: samples per batch (for records: records per batch, the last of an epoch padded).
             num_workers: loader worker processes (0 reads in the main process).
             val_fraction: share of the text held out for validation.
             test_fraction: share of the text held out for ``test`` (0: no test split).

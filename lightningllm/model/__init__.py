@@ -6,6 +6,7 @@ from lightningllm.model.gpt import GPT, IGNORE_INDEX
 from lightningllm.model.lora import (
     LoRAConfig,
     LoRALinear,
+    adapters_disabled,
     apply_lora,
     load_adapter,
     lora_state_dict,
@@ -25,6 +26,7 @@ __all__ = [
     "LoRALinear",
     "Muon",
     "PRESETS",
+    "adapters_disabled",
     "apply_lora",
     "generate",
     "load_adapter",

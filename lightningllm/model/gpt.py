@@ -126,11 +126,13 @@ class GPT(nn.Module):
     def _chunked_loss(
         self, x: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 8192, min_elements: int = 2**24
     ) -> torch.Tensor:
-        """Mean cross-entropy over non-ignored targets without materializing all logits at once."""
+        """Mean cross-entropy over non-ignored targets without materializing all logits at once; 0 when every
+        target is ignored (a padding-only share of a step), so it adds nothing to the gradient instead of NaN."""
         x, targets = x.reshape(-1, x.size(-1)), targets.reshape(-1)
         if x.size(0) * self.config.padded_vocab_size <= min_elements:  # small enough: one plain call is fastest
             logits = self.lm_head(x).float()
-            return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+            summed = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+            return summed / (targets != IGNORE_INDEX).sum().clamp(min=1)  # no target at all: 0, not NaN
         total = x.new_zeros((), dtype=torch.float32)
         for xs, ts in zip(x.split(chunk_tokens), targets.split(chunk_tokens), strict=True):
             total = total + checkpoint(_summed_cross_entropy, self.lm_head, xs, ts, use_reentrant=False)

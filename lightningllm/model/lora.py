@@ -18,6 +18,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +87,8 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Linear(r, base.out_features, bias=False, **factory)
         self.dropout = nn.Dropout(dropout)
         self.merged = False
+        self.disabled = False
+        """While true (``adapters_disabled``), the layer computes its base layer alone."""
         self._unmerged_weight: torch.Tensor | None = None
         self.reset_lora_parameters()
 
@@ -105,7 +109,7 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out). Merged, the base layer already holds the update."""
         y = self.base(x)
-        if self.merged:
+        if self.merged or self.disabled:
             return y
         return y + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
 
@@ -205,6 +209,23 @@ def unmerge_lora(gpt: nn.Module) -> None:
         layer.unmerge()
 
 
+@contextmanager
+def adapters_disabled(gpt: nn.Module) -> Iterator[None]:
+    """Within the block, ``gpt`` computes its base model alone (the adapters skipped, not removed): the
+    frozen reference of preference tuning and RL, with no second copy of the weights. Refuses a merged model,
+    whose base weights hold the adapters."""
+    layers = list(lora_layers(gpt).values())
+    if any(layer.merged for layer in layers):
+        raise ValueError("adapters_disabled: the adapters are merged into the base weights; unmerge_lora first")
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.disabled = False
+
+
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) distinct parameter counts; tied weights counted once."""
     params = list(model.parameters())
@@ -239,6 +260,37 @@ def merged_state_dict(gpt: nn.Module) -> dict[str, torch.Tensor]:
         else:
             state[name] = tensor
     return state
+
+
+def merge_lora_state(state: dict[str, torch.Tensor], config: LoRAConfig) -> dict[str, torch.Tensor]:
+    """A state dict of a model with adapters (``<path>.base.weight``, ``<path>.lora_A.weight``, ...) as the
+    plain ``GPT`` state dict with each adapter folded into its weight: ``W + B @ A * scaling``.
+
+    What reading a LoRA checkpoint for inference or export needs, without building the wrapped model.
+    Tensors are not changed in place. Raises ``ValueError`` naming a layer whose adapter is incomplete.
+    """
+    merged: dict[str, torch.Tensor] = {}
+    adapters = {name.removesuffix(".lora_A.weight") for name in state if name.endswith(".lora_A.weight")}
+    for path in sorted(adapters):
+        names = [f"{path}.base.weight", f"{path}.lora_A.weight", f"{path}.lora_B.weight"]
+        missing = [name for name in names if name not in state]
+        if missing:
+            raise ValueError(f"LoRA weights of {path} are incomplete (missing {missing})")
+        base, a, b = (state[name] for name in names)
+        if a.shape[0] != config.r:
+            raise ValueError(f"LoRA weights of {path} have rank {a.shape[0]}, but the adapter config says r={config.r}")
+        merged[f"{path}.weight"] = base + ((b.float() @ a.float()) * config.scaling).to(base.dtype)
+    for name, tensor in state.items():
+        module_path, _, leaf = name.rpartition(".")
+        owner = module_path.rpartition(".")[0]
+        if owner in adapters and module_path.endswith((".lora_A", ".lora_B")):
+            continue
+        if owner in adapters and module_path.endswith(".base"):
+            if leaf != "weight":
+                merged[f"{owner}.{leaf}"] = tensor  # the base layer's bias
+            continue
+        merged[name] = tensor
+    return merged
 
 
 # --- adapter files (peft's layout) ---------------------------------------------------------------

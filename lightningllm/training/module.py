@@ -19,17 +19,30 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
 from torchmetrics import MeanMetric
 
-from lightningllm.checkpoint import load_export, model_config, plain_key
+from lightningllm.checkpoint import LORA_KEY, checkpoint_lora, load_export, model_config, model_state, plain_key
 from lightningllm.data.contract import TokenDataModule
 from lightningllm.data.loader import data_parallel_share
 from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, IGNORE_INDEX, GPTConfig, Muon, generate, lr_at, param_groups
+from lightningllm.model import (
+    GPT,
+    IGNORE_INDEX,
+    GPTConfig,
+    LoRAConfig,
+    Muon,
+    apply_lora,
+    generate,
+    lr_at,
+    param_groups,
+    trainable_parameters,
+)
 from lightningllm.model.generate import check_sampling, check_seed
+from lightningllm.model.lora import lora_layers
 from lightningllm.model.optim import Schedule
 from lightningllm.sharded_checkpoint import is_sharded_checkpoint
 from lightningllm.training.clock import TrainingClock
 from lightningllm.training.evaluation import TaskEval
 from lightningllm.training.monitoring import log_hyperparameters, run_hyperparameters
+from lightningllm.training.process_group import destroy_process_group_at_exit
 from lightningllm.training.sharding import evaluate_under_no_grad, full, is_sharded, local, shard
 
 
@@ -66,6 +79,19 @@ _NO_TENSOR_PARALLEL = (
 )
 
 
+_NO_SHARDED_LORA = (
+    "model.lora under trainer.strategy ModelParallelStrategy (FSDP2) is not supported: the adapters are small, so "
+    "train them with --trainer.strategy ddp (each process holds the frozen base model)"
+)
+
+
+def _lora_options(config: LoRAConfig) -> str:
+    """``r=8, alpha=16, targets=attn.qkv,attn.proj`` (how resume errors name a LoRA config)."""
+    return f"r={config.r}, alpha={config.alpha:g}, dropout={config.dropout:g}, targets={','.join(config.targets)}" + (
+        ", rslora" if config.rslora else ""
+    )
+
+
 class LitGPT(L.LightningModule):
     def __init__(
         self,
@@ -89,6 +115,7 @@ class LitGPT(L.LightningModule):
         train_minutes: float | None = None,
         init_from: str | None = None,
         skip_nonfinite_steps: int = 0,
+        lora: LoRAConfig | None = None,
     ):
         """
         Args:
@@ -125,6 +152,12 @@ class LitGPT(L.LightningModule):
             skip_nonfinite_steps: optimizer steps whose loss or gradient norm is not finite (NaN/inf) to skip
                 (their update is dropped) before the run stops with an error; 0 stops at the first. A model
                 whose weights are not finite is never validated further or saved.
+            lora: train low-rank adapters instead of the whole model (``lightningllm.model.lora``): e.g.
+                ``--model.lora.r 8 --model.lora.alpha 16 --model.lora.targets '[attn.*]'``, or a ``lora:`` block in
+                YAML. They are put on the model once its weights are in place (``init_from``'s, usually); every
+                other weight is frozen and bit-identical at the end, and the optimizer holds state for the
+                adapters only. Checkpoints hold the base weights and the adapters; ``lightningllm export`` writes
+                the merged model, ``lightningllm export --adapter_only`` the adapters alone (peft's files).
         """
         super().__init__()
         _check_training_options(locals())
@@ -134,6 +167,7 @@ class LitGPT(L.LightningModule):
         if isinstance(config, dict):  # as stored in a checkpoint's hyperparameters
             config = GPTConfig.from_dict(config)
         self.config = config or GPTConfig.from_name("debug", vocab_size=None)
+        self.lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
         self.save_hyperparameters(logger=False)  # logged at fit start, with the resolved shape
         self.hparams["config"] = self.config.to_dict()  # a plain dict: torch.load(weights_only=True) reads it
         self.model: GPT | None = None
@@ -153,14 +187,15 @@ class LitGPT(L.LightningModule):
         """Install ``model`` (or a freshly initialized ``GPT(config)``) with this module's settings."""
         self.config = config
         self.model = model if model is not None else GPT(config)
+        if self.lora is not None:
+            apply_lora(self.model, self.lora)
         self._compiled_call = None
         self.model.activation_checkpointing = self.hparams.activation_checkpointing
         self.hparams["config"] = config.to_dict()  # checkpoints and logs carry the resolved shape
 
-    @staticmethod
-    def check_strategy(strategy: Strategy, stage: str = "fit") -> None:
+    def check_strategy(self, strategy: Strategy, stage: str = "fit") -> None:
         """Refuse, in one line and before any process starts, a ``ModelParallelStrategy`` with tensor parallelism,
-        or any for ``predict`` (each rank would decode its own prompts to its own lengths, and a sharded
+        with LoRA, or any for ``predict`` (each rank would decode its own prompts to its own lengths, and a sharded
         forward waits for every rank: ``predict`` reads a sharded checkpoint on one device).
 
         Under ``ModelParallelStrategy`` LitGPT shards itself with FSDP2 over the data-parallel mesh
@@ -175,6 +210,8 @@ class LitGPT(L.LightningModule):
                 "predict runs on one device, and trainer.strategy ModelParallelStrategy shards the model over "
                 "several: leave --trainer.strategy out (predict --ckpt_path reads a sharded checkpoint as well)"
             )
+        if self.lora is not None:
+            raise ValueError(_NO_SHARDED_LORA)
         asked = strategy._tensor_parallel_size  # no public getter before the mesh exists
         size = strategy.num_processes if asked == "auto" else asked  # "auto": the devices of a node
         if size != 1:
@@ -194,6 +231,7 @@ class LitGPT(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.check_strategy(self.trainer.strategy, stage)
+        destroy_process_group_at_exit()
         data = self.trainer.datamodule
         self._stage = stage
         self._data_tokenizer = data.tokenizer if isinstance(data, TokenDataModule) else None
@@ -236,6 +274,8 @@ class LitGPT(L.LightningModule):
         if self.model is None or is_sharded(self.model):
             return
         if self.device_mesh is not None:  # set by ModelParallelStrategy
+            if self.lora is not None:
+                raise ValueError(_NO_SHARDED_LORA)
             if self.device_mesh["tensor_parallel"].size() > 1:
                 raise ValueError(_NO_TENSOR_PARALLEL.format(size=self.device_mesh["tensor_parallel"].size()))
             shard(self.model, self.device_mesh["data_parallel"], compile=self.hparams.compile)
@@ -247,6 +287,13 @@ class LitGPT(L.LightningModule):
         gpt = self.model
         if self.trainer.is_global_zero:
             print(f"model: {gpt.num_params():,} parameters\n{gpt.breakdown_table()}")
+            if self.lora is not None:
+                trainable, total = trainable_parameters(gpt)
+                adapted = len(lora_layers(gpt))
+                print(
+                    f"lora: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}): rank "
+                    f"{self.lora.r} adapters on {adapted} linears, every other weight frozen"
+                )
         metrics = ["train/loss", "val/loss", "val/ppl", "val/bpb"]
         if any(isinstance(callback, TaskEval) for callback in self.trainer.callbacks):
             metrics += TaskEval.metric_names(self.trainer)
@@ -508,6 +555,8 @@ class LitGPT(L.LightningModule):
         if self.tokenizer is not None:
             checkpoint["tokenizer"] = self.tokenizer.to_str()
         checkpoint["train_seconds"] = self.clock.seconds
+        if self.lora is not None:
+            checkpoint[LORA_KEY] = dataclasses.asdict(self.lora)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._stage == "fit":
@@ -515,7 +564,14 @@ class LitGPT(L.LightningModule):
         stored = Tokenizer.from_str(checkpoint["tokenizer"]) if "tokenizer" in checkpoint else None
         self._check_compatible(checkpoint, stored)
         config = model_config(checkpoint)
-        if self.model is None or self.model.config != config:
+        if self._stage != "fit":
+            # Inference reads a LoRA run's adapters folded into plain weights (no adapter layers to run).
+            self.lora = None
+            if checkpoint_lora(checkpoint) is not None:
+                extra = {k: v for k, v in checkpoint["state_dict"].items() if not plain_key(k).startswith("model.")}
+                merged = {f"model.{name}": value for name, value in model_state(checkpoint).items()}
+                checkpoint["state_dict"] = {**extra, **merged}
+        if self.model is None or self.model.config != config or bool(lora_layers(self.model)) != bool(self.lora):
             self._build(config)
             self.configure_model()
         if stored is not None:
@@ -535,6 +591,16 @@ class LitGPT(L.LightningModule):
                 f"({data.vocab_size} tokens): use the data settings it was trained with "
                 "(validate/test --ckpt_path C alone read them from the checkpoint)"
             )
+        if self._stage == "fit":
+            trained = checkpoint_lora(checkpoint)
+            if trained != self.lora:
+                shown = "none" if trained is None else _lora_options(trained)
+                now = "none" if self.lora is None else _lora_options(self.lora)
+                raise ValueError(
+                    f"cannot resume: the checkpoint trained with LoRA adapters {shown}, and this run asks for {now}; "
+                    "resume with the same model.lora settings, or start a new run from its weights (lightningllm "
+                    "export, then --model.init_from)"
+                )
         base_lrs = [lr for schedule in checkpoint.get("lr_schedulers", []) for lr in schedule.get("base_lrs", [])]
         wanted = self.hparams.learning_rate
         if self._stage == "fit" and any(not math.isclose(lr, wanted, rel_tol=1e-9) for lr in base_lrs):

@@ -116,9 +116,20 @@ class SampleGenerations(L.Callback):
 
 
 def init_arguments(obj: Any) -> dict[str, Any]:
-    """``obj``'s ``__init__`` arguments by name, read from its saved ``hparams`` (Lightning's public record)."""
+    """``obj``'s ``__init__`` arguments by name, read from its saved ``hparams`` (Lightning's public record).
+
+    A subclass whose ``__init__`` passes ``**kwargs`` on to its base's (``GRPO`` to ``LitGPT``) has the
+    base's arguments too, after its own.
+    """
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    names = [n for n, p in inspect.signature(type(obj).__init__).parameters.items() if n != "self" and p.kind in kinds]
+    names: list[str] = []
+    for cls in type(obj).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters
+        names += [n for n, p in params.items() if n != "self" and p.kind in kinds and n not in names]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break  # the arguments stop here: no **kwargs passed on to the base
     return {name: obj.hparams[name] for name in names if name in obj.hparams}
 
 

@@ -123,3 +123,60 @@ def test_evaluation_reads_every_sample_once_and_pads_the_last_step_with_targets_
     real = sorted(i for i, t in rows if t != IGNORE_INDEX)
     assert real == list(range(30))  # each sample once
     assert len(rows) - 30 == steps * batch_size * ranks - 30  # the rest is padding, with no target
+
+
+WIDTHS = np.array([1 + (7 * i) % 5 for i in range(30)])  # records of 1 to 5 inputs
+
+
+class Records:
+    """Record ``i``: ``WIDTHS[i]`` inputs that hold ``i``, targets ``-i - 1``."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((int(WIDTHS[i]),), i), torch.full((int(WIDTHS[i]),), -i - 1)
+
+
+def records(batch_size, rank=0, ranks=1, pad_last=True, shuffle=True):
+    return RankBatches(
+        Records(), CHUNKS, batch_size, rank, ranks, pad_last=pad_last, widths=WIDTHS, pad_id=99, seed=3, shuffle=shuffle
+    )
+
+
+def record_ids(batch) -> list[int]:
+    """The records of a batch, each row checked: the record, then padding (inputs 99, no targets)."""
+    out = []
+    for x, y in zip(*batch, strict=True):
+        if (y == IGNORE_INDEX).all():  # a row that fills the last step
+            assert (x == 99).all()
+            continue
+        i, n = int(x[0]), int(WIDTHS[int(x[0])])
+        assert (x[:n] == i).all() and (y[:n] == -i - 1).all() and (x[n:] == 99).all() and (y[n:] == IGNORE_INDEX).all()
+        out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_records_are_padded_to_the_longest_of_their_step_the_same_on_every_rank(ranks):
+    shares = [list(records(2, rank, ranks)) for rank in range(ranks)]
+    order = epoch_order(CHUNKS, 0, seed=3, shuffle=True)
+    global_batch = 2 * ranks
+    assert all(len(share) == -(-30 // global_batch) for share in shares)  # the last, partial step is kept
+    for step, batches in enumerate(zip(*shares, strict=True)):
+        width = int(WIDTHS[order[step * global_batch : (step + 1) * global_batch]].max())
+        assert all(inputs.shape == targets.shape == (2, width) for inputs, targets in batches)
+    seen = [i for share in shares for batch in share for i in record_ids(batch)]
+    assert sorted(seen) == list(range(30))  # every record once
+
+
+def test_a_training_stream_of_records_keeps_its_last_partial_step_and_resumes_into_it():
+    loader = TrainLoader(records(4))
+    assert len(loader) == 8  # 30 records: 7 full steps and one of 2
+    iterator = iter(loader)
+    done = [record_ids(next(iterator)) for _ in range(7)]
+    state = loader.state_dict()
+    assert state["sample"] == 28
+    resumed = TrainLoader(records(4))
+    resumed.load_state_dict(state)
+    rest, following = [[record_ids(batch) for batch in resumed] for _ in range(2)]
+    order = epoch_order(CHUNKS, 0, seed=3, shuffle=True).tolist()
+    assert sum(done, []) + sum(rest, []) == order and len(rest) == 1  # the partial step, not the next epoch
+    assert sum(following, []) == epoch_order(CHUNKS, 1, seed=3, shuffle=True).tolist()

@@ -168,17 +168,18 @@ def test_instruction_data_trains_on_responses_only(tmp_path):
     )  # fmt: skip
     dm.setup("fit")
     assert dm.report["documents_kept"] == 31 and dm.report["dropped_duplicate"] == 62
-    (inputs, targets), *_ = [(x[0].tolist(), y[0].tolist()) for x, y in dm.train_dataloader()]
+    assert dm.report["layout"] == "records"
     decode = functools.partial(dm.tokenizer.decode, skip_special=False)
-    trained = decode([t for t in targets if t != IGNORE_INDEX])
-    context = decode([i for i, t in zip(inputs[1:], targets, strict=False) if t == IGNORE_INDEX])
-    # The stream starts with a record's context; from there every answer, its <|end|> and the EOS
-    # that joins records are the trained targets, and every prompt and role tag is context only.
     answers = {f"{i * i}.<|end|>" for i in range(30)} | {"Hello.<|end|>"}
-    pieces = trained.split("<|eos|>")
-    assert len(pieces) >= 3 and set(pieces[:-1]) <= answers and any(a.startswith(pieces[-1]) for a in answers)
-    assert "Square " in context and "<|assistant|>" in context and "<|user|>" in context
-    assert not any(a in context for a in answers)
+    trained_answers = []
+    for inputs, targets in dm.train_dataloader():  # one record per row: its answer is all the row trains on
+        inputs, targets = inputs[0].tolist(), targets[0].tolist()
+        trained = decode([t for t in targets if t != IGNORE_INDEX])
+        context = decode([i for i, t in zip(inputs[1:], targets, strict=False) if t == IGNORE_INDEX])
+        assert decode(inputs).startswith("<|user|>") and trained.endswith("<|eos|>") and trained.count("<|eos|>") == 1
+        assert context.endswith("?<|end|><|assistant|>") and not any(a in context for a in answers)
+        trained_answers.append(trained.removesuffix("<|eos|>"))
+    assert set(trained_answers) <= answers and len(trained_answers) == len(set(trained_answers)) == 25
 
 
 def test_a_huge_single_line_is_read_in_bounded_memory(tmp_path, monkeypatch):
@@ -222,23 +223,17 @@ def test_resuming_on_other_data_settings_is_refused_in_one_line(text_corpus, tmp
     make(text_corpus, tmp_path, block_size=48).load_state_dict(state)  # the same settings resume
 
 
-def chat_records(path, count):
-    records = [{"prompt": f"What is {i} plus {i}?", "response": f"{2 * i}."} for i in range(count)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def test_chat_data_too_small_for_one_batch_is_refused_with_its_token_counts(tmp_path):
-    # 61 records trained nothing: Lightning's "No training batches" warning, exit code 0, no checkpoint
-    path = chat_records(tmp_path / "chat.jsonl", 61)
+def test_text_too_small_for_one_batch_is_refused_with_its_token_counts(tmp_path):
+    # Fewer windows than one batch trained nothing: Lightning's "No training batches" warning, exit code 0
+    corpus = numbered_corpus(tmp_path, count=12)
     dm = TextDataModule(
-        sources=str(path), tokenizer_kind="char", block_size=128, val_fraction=0.2, cache_dir=str(tmp_path / "c")
+        sources=str(corpus), tokenizer_kind="char", block_size=128, val_fraction=0.2, cache_dir=str(tmp_path / "c")
     )
     dm.prepare_data()
     tokens = read_report(dm.prepared_dir)["tokens"]["train"]
     assert 129 <= tokens < 16 * 129
     message = (
-        rf"^too little training data: the train split of data.sources {path} has {tokens:,} tokens "
+        rf"^too little training data: the train split of data.sources {corpus} has {tokens:,} tokens "
         rf"\({tokens // 129} samples of data.block_size \+ 1 = 129\), and one batch needs data.batch_size 16 × 129 = "
         r"2,064 tokens; add text \(or lower data.val_fraction and data.test_fraction\), or lower data.batch_size or "
         r"data.block_size$"

@@ -167,3 +167,13 @@ def test_save_and_load_pretrained_round_trip(tmp_path):
     torch.testing.assert_close(loaded(idx), model(idx))
     with pytest.raises(FileNotFoundError, match="config.json"):
         GPT.from_pretrained(tmp_path)
+
+
+def test_a_batch_whose_targets_are_all_ignored_has_loss_zero_and_zero_gradients(tiny_config):
+    # A data-parallel rank's share of a padded last step can hold no trained target: it must add nothing, not NaN.
+    model = GPT(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    loss = model(idx, torch.full((2, 8), IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)

@@ -8,17 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightningllm.model import GPTConfig
 from lightningllm.tasks.reasoning import ReasoningDataModule
 from lightningllm.training import LitGPT
-
-
-class StopAt(L.Callback):
-    """Ends training after ``step`` optimizer steps, as an interruption would (the schedule still targets 20)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
+from tests.conftest import StopAt
 
 
 def fit(

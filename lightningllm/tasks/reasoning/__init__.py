@@ -3,7 +3,8 @@
 A plug-in written against the same interfaces a user's own task would use: ``ReasoningCorpus``
 (``corpus.py``) is a ``lightningllm.data.prepare.Corpus``, ``ReasoningDataModule`` (``data.py``)
 a ``CorpusDataModule`` whose ``task`` is a ``ReasoningTask`` (``task.py``), a
-``lightningllm.tasks.Task``. Names are imported lazily: the corpus and the task load without
+``lightningllm.tasks.Task``, and ``ReasoningReward`` (``rewards.py``) its reward for RL (a
+``lightningllm.training.rewards.Reward``). Names are imported lazily: the corpus and the task load without
 Lightning; the data module pulls it in.
 """
 
@@ -15,6 +16,7 @@ _EXPORTS = {
     "parse_answer": "lightningllm.tasks.reasoning.corpus",
     "ReasoningTask": "lightningllm.tasks.reasoning.task",
     "ReasoningDataModule": "lightningllm.tasks.reasoning.data",
+    "ReasoningReward": "lightningllm.tasks.reasoning.rewards",
 }
 
 __all__ = list(_EXPORTS)
