@@ -1,22 +1,24 @@
 """Benchmark: post-training a weak reasoning model: continued SFT vs DPO vs GRPO, at equal minutes.
 
-1. Pretrain ``configs/demo.yaml`` for ``--pretrain-minutes`` (2: a deliberately weak model) and
-   export it: the starting checkpoint of every method.
+1. Pretrain ``configs/demo.yaml`` for ``--pretrain-steps`` (500 of its 1,500: a deliberately weak model,
+   about half the held-out problems right) and export it: the starting checkpoint of every method
+   (or ``--base DIR``: start from that export).
 2. Give each method ``--minutes`` of training wall-clock on these CPUs, from that export:
    - ``sft``: continued supervised training on the built-in corpus (``configs/demo.yaml``, the problems mixed);
-   - ``dpo``: pairs built by the checker first (for training prompts, ``--samples`` completions of the
-     starting model at temperature 1; a verified-correct and an incorrect one of the same prompt make a
-     pair), then ``configs/dpo-reasoning.yaml``; building the pairs is part of its minutes;
+   - ``dpo``: pairs built by the checker first (for ``--pair-prompts`` training prompts, ``--samples``
+     completions of the starting model at temperature 1; a verified-correct and an incorrect one of the
+     same prompt make a pair), then ``configs/dpo-reasoning.yaml``; building the pairs is part of its minutes;
    - ``grpo``: ``configs/grpo-reasoning.yaml``.
 3. Every ``--eval-every`` minutes of training the clock stops for greedy exact match on
    ``--eval-examples`` held-out test problems (the same ones for every method).
 
 Prints one table (exact match against minutes, and the steps each method took) and writes
 ``--json``. Runs the ``lightningllm`` CLI objects in this process (``build_cli(run=False)``)
-with one extra callback for the curve. About ``pretrain + 3 × minutes`` plus evaluations::
+with one extra callback for the curve; ``--sft-args``, ``--dpo-args``, ``--grpo-args`` add CLI
+arguments to a method's run. About ``pretrain + 3 × minutes`` plus evaluations::
 
-    python benchmarks/post_training.py                       # 2 + 3 x 5 minutes
-    python benchmarks/post_training.py --quick               # smoke run: 0.5 + 3 x 0.5 minutes
+    python benchmarks/post_training.py                       # 500 steps + 3 x 5 minutes
+    python benchmarks/post_training.py --quick               # smoke run: 300 steps + 3 x 0.5 minutes
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import io
 import json
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -80,11 +83,15 @@ class ExactMatchCurve(L.Callback):
 def cli_fit(args: list[str], curve: ExactMatchCurve) -> None:
     """``lightningllm fit ARGS`` in this process, with ``curve`` added to its callbacks."""
     L.seed_everything(0, verbose=False)
-    with contextlib.redirect_stderr(io.StringIO()):
-        cli = build_cli(args, run=False)
-    cli.trainer.callbacks.append(curve)
-    with contextlib.redirect_stderr(io.StringIO()):
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    errors = io.StringIO()  # Lightning's warnings; shown if the run fails
+    try:
+        with contextlib.redirect_stderr(errors):
+            cli = build_cli(args, run=False)
+            cli.trainer.callbacks.append(curve)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    except BaseException:
+        sys.stderr.write(errors.getvalue()[-3000:])
+        raise
 
 
 def lightningllm(*args: str, cwd: Path) -> None:
@@ -120,19 +127,22 @@ def build_pairs(base: Path, task, prompts, samples: int, seed: int, out: Path) -
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pretrain-minutes", type=float, default=2.0)
+    p.add_argument("--pretrain-steps", type=int, default=500, help="steps of configs/demo.yaml: a weak start")
     p.add_argument("--minutes", type=float, default=5.0, help="training minutes of each method")
     p.add_argument("--methods", nargs="+", choices=("sft", "dpo", "grpo"), default=["sft", "dpo", "grpo"])
     p.add_argument("--eval-every", type=float, default=1.0, help="minutes of training between evaluations")
     p.add_argument("--eval-examples", type=int, default=200, help="held-out test problems scored")
-    p.add_argument("--pair-prompts", type=int, default=256, help="dpo: training prompts sampled for pairs")
+    p.add_argument("--pair-prompts", type=int, default=1024, help="dpo: training prompts sampled for pairs")
     p.add_argument("--samples", type=int, default=4, help="dpo: samples per prompt")
-    p.add_argument("--quick", action="store_true", help="smoke run: 0.5 + 3 x 0.5 minutes, 40 examples")
+    p.add_argument("--quick", action="store_true", help="smoke run: 300 steps + 3 x 0.5 minutes, 40 examples")
+    p.add_argument("--base", help="start from this export instead of pretraining one (e.g. WORKDIR/base of a run)")
+    for method in ("sft", "dpo", "grpo"):
+        p.add_argument(f"--{method}-args", default="", help=f"extra CLI arguments of the {method} run, quoted")
     p.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
-        args.pretrain_minutes, args.minutes, args.eval_every, args.eval_examples = 0.5, 0.5, 0.25, 40
+        args.pretrain_steps, args.minutes, args.eval_every, args.eval_examples = 300, 0.5, 0.25, 40
         args.pair_prompts = 64
     print(machine())
     results: dict = {"machine": machine(), "settings": vars(args), "curves": {}}
@@ -141,12 +151,18 @@ def main(argv: list[str] | None = None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         cache = f"--data.cache_dir={work / 'cache'}"
         demo = [f"--config={CONFIGS / 'demo.yaml'}", cache]
-        print(f"pretraining the starting model: {args.pretrain_minutes} minutes of configs/demo.yaml")
-        pretrain = [f"--model.train_minutes={args.pretrain_minutes}", f"--trainer.default_root_dir={work / 'pre'}"]
-        pretrain += ["--trainer.val_check_interval=100000", "--trainer.limit_val_batches=0", *QUIET]
-        lightningllm("fit", *demo, *pretrain, cwd=work)
-        base = work / "base"
-        lightningllm("export", f"--ckpt_path={work / 'pre' / 'checkpoints' / 'last.ckpt'}", f"--out={base}", cwd=work)
+        if args.base:
+            base = Path(args.base).resolve()
+            print(f"starting model: {base}")
+        else:
+            print(f"pretraining the starting model: {args.pretrain_steps} steps of configs/demo.yaml")
+            pretrain = [f"--trainer.max_steps={args.pretrain_steps}", "--model.train_minutes=null"]
+            pretrain += [f"--trainer.default_root_dir={work / 'pre'}"]
+            pretrain += ["--trainer.val_check_interval=100000", "--trainer.limit_val_batches=0", *QUIET]
+            lightningllm("fit", *demo, *pretrain, cwd=work)
+            base = work / "base"
+            checkpoint = work / "pre" / "checkpoints" / "last.ckpt"
+            lightningllm("export", f"--ckpt_path={checkpoint}", f"--out={base}", cwd=work)
         task = ReasoningDataModule(working="digits", tokenizer_kind="bpe", vocab_size=512).task
         held_out = random.Random(0).sample(list(task.examples("test")), args.eval_examples)
         every = 60 * args.eval_every
@@ -176,14 +192,16 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  {built['pairs']} pairs from {built['prompts']} prompts in {offset:.0f} s "
                       f"(sample accuracy {built['sample_accuracy']:.1%})")  # fmt: skip
                 left = max(args.minutes - offset / 60, 0.05)
-                config = [f"--config={CONFIGS / 'dpo-reasoning.yaml'}", f"--data.train_file={pairs}", cache]
+                config = [f"--config={CONFIGS / 'dpo-reasoning.yaml'}", f"--data.train_file={pairs}"]
                 budget_now = [b for b in budget if not b.startswith("--model.train_minutes")]
                 budget_now.append(f"--model.train_minutes={left}")
             else:
-                config = [f"--config={CONFIGS / 'grpo-reasoning.yaml'}", cache]
+                task_cache = f"--data.init_args.task_data.init_args.cache_dir={work / 'cache'}"
+                config = [f"--config={CONFIGS / 'grpo-reasoning.yaml'}", task_cache]
             curve = ExactMatchCurve(task, held_out, every, offset)
             curve.points.append({"minutes": round(offset / 60, 2), "step": 0, "exact_match": start_scores["all"]})
-            cli_fit([*config, *(budget_now if method == "dpo" else budget), *root], curve)
+            extra = shlex.split(getattr(args, f"{method}_args"))
+            cli_fit([*config, *(budget_now if method == "dpo" else budget), *root, *extra], curve)
             results["curves"][method] = curve.points
     print_table(results)
     write_json(args.json, results)

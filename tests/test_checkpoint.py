@@ -355,6 +355,21 @@ def test_fit_from_an_export_uses_its_tokenizer_for_text_data(exported, text_corp
     assert cli.model.tokenizer.to_str() == Tokenizer.from_file(exported).to_str()
 
 
+def test_fit_from_an_export_on_reordered_reasoning_problems_uses_the_exports_tokenizer(exported, workdir, monkeypatch):
+    """Other problem settings (no curriculum, shuffled) would train other BPE merges: the export's tokenizer is used."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr("sys.argv", ["lightningllm"])
+    cli = build_cli(
+        ["--config", DEBUG, f"--model.init_from={exported}", "--data.curriculum=none", "--data.shuffle=true",
+         "--data.num_train=300", "--trainer.max_steps=1", "--trainer.logger=false", "--trainer.limit_val_batches=0",
+         "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"],
+        run=False,
+    )  # fmt: skip
+    assert cli.datamodule.tokenizer_path == str(exported / "tokenizer.json")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.tokenizer.to_str() == Tokenizer.from_file(exported).to_str()
+
+
 def test_fit_from_an_export_with_another_tokenizer_is_a_one_line_error(exported, text_corpus, monkeypatch, capsys):
     monkeypatch.chdir(text_corpus.parent)
     monkeypatch.setattr("sys.argv", ["lightningllm"])

@@ -111,7 +111,8 @@ class LoRALinear(nn.Module):
         y = self.base(x)
         if self.merged or self.disabled:
             return y
-        return y + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+        # In place, the scale folded in: no extra (..., out) tensors beside the base layer's output.
+        return y.add_(self.lora_B(self.lora_A(self.dropout(x))), alpha=self.scaling)
 
     @torch.no_grad()
     def merge(self) -> None:

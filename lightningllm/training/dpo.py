@@ -12,6 +12,11 @@ either way. Chosen and rejected rows run in one forward. It logs ``train/*`` and
 ``rewards_chosen`` and ``rewards_rejected`` (β·(log π − log π_ref), mean), ``reward_accuracy`` (the
 share of pairs whose chosen reward is higher) and ``reward_margin`` (their mean difference). The
 optimizer, schedule, checkpoints and divergence checks are ``LitGPT``'s.
+
+With ``sft_weight`` > 0 each pair's loss adds that times the chosen answer's mean per-token negative
+log-likelihood (RPO, Pang et al., 2024; trl's ``rpo_alpha``): DPO alone may lower the likelihood of
+both answers, and on verified-correct answers of long worked solutions that undoes the model's greedy
+answers (BENCHMARKS.md); the term keeps the chosen answer likely. ``train/sft_loss`` logs it.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class DPO(LitGPT):
         beta: float = 0.1,
         reference: Literal["copy", "precomputed"] = "copy",
         label_smoothing: float = 0.0,
+        sft_weight: float = 0.0,
         **kwargs: Any,
     ):
         """
@@ -97,6 +103,8 @@ class DPO(LitGPT):
                 its adapters off, and no copy is made.
             label_smoothing: conservative DPO: the assumed probability, in [0, 0.5), that a pair's
                 preference is the wrong way round; 0 is plain DPO.
+            sft_weight: weight of the chosen answer's mean per-token negative log-likelihood added to each
+                pair's loss (RPO; 1.0 is the paper's value); 0 is plain DPO.
             **kwargs: ``LitGPT``'s arguments (``init_from``, required: the model to tune and the reference;
                 ``learning_rate``, ``warmup_steps``, ``lora``, ...).
         """
@@ -106,6 +114,8 @@ class DPO(LitGPT):
             raise ValueError(f"model.reference must be copy or precomputed (got {reference!r})")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
             raise ValueError(f"model.label_smoothing must be in [0, 0.5) (got {label_smoothing!r})")
+        if isinstance(sft_weight, bool) or not isinstance(sft_weight, (int, float)) or not sft_weight >= 0:
+            raise ValueError(f"model.sft_weight must be a number >= 0 (got {sft_weight!r})")
         super().__init__(**kwargs)
         # The frozen copy of the starting model, in a plain list: not a submodule, so it stays out of
         # parameters(), the optimizer, state_dict() and the checkpoints (it is rebuilt from init_from).
@@ -179,32 +189,48 @@ class DPO(LitGPT):
             with adapters_disabled(self.model), _eval_mode(self.model):  # LoRA: the base model is the reference
                 return sequence_logprobs(self.model, inputs, targets)
 
-    def _pair_losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, rewards_chosen, rewards_rejected), each (B,), of the batch's pairs."""
+    def _pair_losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, rewards_chosen, rewards_rejected, sft_loss), each (B,), of the batch's pairs.
+
+        ``loss`` is DPO's plus ``sft_weight`` × ``sft_loss``, the chosen answer's mean per-token NLL.
+        """
         inputs, targets = self._split(batch)
-        policy = token_logprobs(self(inputs), targets).sum(dim=-1)  # (2B,)
+        tokens = token_logprobs(self(inputs), targets)  # (2B, T)
+        policy = tokens.sum(dim=-1)  # (2B,)
         reference = self._reference_logprobs(batch, inputs, targets)
         B = batch["chosen_inputs"].shape[0]
         hp = self.hparams
-        return dpo_loss(policy[:B], policy[B:], reference[:B], reference[B:], hp.beta, hp.label_smoothing)
+        losses, rewards_chosen, rewards_rejected = dpo_loss(
+            policy[:B], policy[B:], reference[:B], reference[B:], hp.beta, hp.label_smoothing
+        )
+        answer_tokens = (targets[:B] != IGNORE_INDEX).sum(dim=-1).clamp(min=1)
+        sft = -policy[:B] / answer_tokens
+        if hp.sft_weight:
+            losses = losses + hp.sft_weight * sft
+        return losses, rewards_chosen, rewards_rejected, sft.detach()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses, rewards_chosen, rewards_rejected = self._pair_losses(batch)
+        losses, rewards_chosen, rewards_rejected, sft = self._pair_losses(batch)
         # The mean over the batch's real pairs: the rows that fill an epoch's last, partial step weigh nothing.
         real = (batch["chosen_targets"] != IGNORE_INDEX).any(dim=1).to(losses.dtype)
         loss = (losses * real).sum() / real.sum().clamp(min=1)
         self._loss = loss.detach()
         if self._logging_step():
-            values = torch.stack([self._loss, *_pair_values(rewards_chosen, rewards_rejected).mean(dim=1)])
-            values = self.trainer.strategy.reduce(values, reduce_op="mean")  # the mean over the ranks
-            self.log("train/loss", values[0], prog_bar=True)
+            pairs = _pair_values(rewards_chosen, rewards_rejected) * real  # (4, B), padding rows 0
+            sums = torch.cat([pairs.sum(dim=1), (sft * real).sum().view(1), real.sum().view(1)])
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over every rank's real pairs
+            means = sums[:-1] / sums[-1].clamp(min=1)
+            loss_mean = self.trainer.strategy.reduce(self._loss, reduce_op="mean")
+            self.log("train/loss", loss_mean, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-            for name, value in zip(PAIR_METRICS, values[1:], strict=True):
+            for name, value in zip(PAIR_METRICS, means[:-1], strict=True):
                 self.log(f"train/{name}", value)
+            if self.hparams.sft_weight:
+                self.log("train/sft_loss", means[-1])
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        losses, rewards_chosen, rewards_rejected = self._pair_losses(batch)
+        losses, rewards_chosen, rewards_rejected, _ = self._pair_losses(batch)
         real = (batch["chosen_targets"] != IGNORE_INDEX).any(dim=1).to(losses.dtype)  # padding rows weigh 0
         self.val_loss.update(losses, weight=real)
         for name, values in zip(PAIR_METRICS, _pair_values(rewards_chosen, rewards_rejected), strict=True):

@@ -76,6 +76,7 @@ def test_dpo_loss_equals_the_hand_computed_value():
         ({"beta": 0.0}, r"^model.beta must be a number > 0 \(got 0.0\)$"),
         ({"reference": "model"}, r"^model.reference must be copy or precomputed"),
         ({"label_smoothing": 0.5}, r"^model.label_smoothing must be in \[0, 0.5\)"),
+        ({"sft_weight": -1.0}, r"^model.sft_weight must be a number >= 0 \(got -1.0\)$"),
         ({"learning_rate": -1.0}, r"^model.learning_rate must be a number > 0"),  # LitGPT's checks still apply
     ],
 )
@@ -126,6 +127,22 @@ def test_at_the_start_the_loss_is_log_2_and_a_step_favours_the_chosen_answers(pa
     trainer(1, callbacks=[losses]).fit(module, data)
     assert losses.losses == [pytest.approx(math.log(2), abs=1e-6)]  # policy = reference: σ(0) = 1/2
     assert preference_gap(module.model, data) > before
+
+
+def test_sft_weight_adds_the_chosen_answers_mean_token_nll(pairs, export):
+    """At the start DPO's part is log 2, so the first loss is log 2 + w × the chosen answers' mean per-token NLL."""
+    data = data_module(pairs, export, batch_size=32, val_fraction=0.0)  # one step sees all 32 pairs
+    module = DPO(init_from=str(export), sft_weight=0.5, warmup_steps=0, learning_rate=1e-3, weight_decay=0.0)
+    losses = Losses()
+    data.setup("fit")
+    batch = next(data.splits()["train"].batches(1000))
+    targets = batch["chosen_targets"]
+    with torch.no_grad():
+        chosen = sequence_logprobs(GPT.from_pretrained(export), batch["chosen_inputs"], targets)
+    nll = (-chosen / (targets != -100).sum(dim=1)).mean()
+    trainer(1, callbacks=[losses]).fit(module, data)
+    assert losses.losses == [pytest.approx(math.log(2) + 0.5 * float(nll), abs=1e-5)]
+    assert module.trainer.callback_metrics["train/sft_loss"] == pytest.approx(float(nll), abs=1e-5)
 
 
 def fit_and_validate(module: DPO, data: PreferenceDataModule, steps: int) -> tuple[dict, dict]:

@@ -37,6 +37,7 @@ class ReasoningDataModule(CorpusDataModule):
         answer_loss_only: bool = True,
         tokenizer_kind: TokenizerKind = "char",
         vocab_size: int = 512,
+        tokenizer_path: str | None = None,
         block_size: int = 256,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -60,6 +61,8 @@ class ReasoningDataModule(CorpusDataModule):
             answer_loss_only: train on the answer tokens only; the question is read but not predicted.
             tokenizer_kind: ``char``, or ``bpe`` (digits still one per token; words and templates compress).
             vocab_size: BPE vocabulary size (ignored for ``char``).
+            tokenizer_path: use this ``tokenizer.json`` instead of training one (fine-tuning a model on other
+                problem settings needs the model's own tokenizer; ``--model.init_from DIR`` fills it in).
             block_size: tokens per training sample.
             batch_size: samples per batch.
             num_workers: loader worker processes.
@@ -91,6 +94,7 @@ class ReasoningDataModule(CorpusDataModule):
         super().__init__(
             tokenizer_kind=tokenizer_kind,
             vocab_size=vocab_size,
+            tokenizer_path=tokenizer_path,
             block_size=block_size,
             batch_size=batch_size,
             num_workers=num_workers,
