@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         task = ReasoningDataModule(working="digits", tokenizer_kind="bpe", vocab_size=512).task
         held_out = random.Random(0).sample(list(task.examples("test")), args.eval_examples)
         every = 60 * args.eval_every
-        budget = [f"--model.init_from={base}", f"--model.train_minutes={args.minutes}", "--trainer.max_steps=-1"]
-        budget += ["--trainer.max_epochs=1000", *QUIET, *NO_VALIDATION]
+        budget = [f"--model.init_from={base}", "--trainer.max_steps=-1", "--trainer.max_epochs=1000"]
+        budget += [*QUIET, *NO_VALIDATION]
 
         from lightningllm.data import Tokenizer
         from lightningllm.model import GPT
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         for method in args.methods:
             print(f"{method}: {args.minutes} minutes")
             root = [f"--trainer.default_root_dir={work / method}"]
-            offset = 0.0
+            offset, minutes = 0.0, args.minutes
             if method == "sft":
                 config = [*demo, "--data.curriculum=none", "--data.shuffle=true", "--model.warmup_steps=20"]
             elif method == "dpo":
@@ -191,17 +191,15 @@ def main(argv: list[str] | None = None) -> dict:
                 results["dpo_pairs"] = {**built, "seconds": round(offset, 1)}
                 print(f"  {built['pairs']} pairs from {built['prompts']} prompts in {offset:.0f} s "
                       f"(sample accuracy {built['sample_accuracy']:.1%})")  # fmt: skip
-                left = max(args.minutes - offset / 60, 0.05)
+                minutes = max(args.minutes - offset / 60, 0.05)  # building the pairs took the rest
                 config = [f"--config={CONFIGS / 'dpo-reasoning.yaml'}", f"--data.train_file={pairs}"]
-                budget_now = [b for b in budget if not b.startswith("--model.train_minutes")]
-                budget_now.append(f"--model.train_minutes={left}")
             else:
                 task_cache = f"--data.init_args.task_data.init_args.cache_dir={work / 'cache'}"
                 config = [f"--config={CONFIGS / 'grpo-reasoning.yaml'}", task_cache]
             curve = ExactMatchCurve(task, held_out, every, offset)
             curve.points.append({"minutes": round(offset / 60, 2), "step": 0, "exact_match": start_scores["all"]})
             extra = shlex.split(getattr(args, f"{method}_args"))
-            cli_fit([*config, *(budget_now if method == "dpo" else budget), *root, *extra], curve)
+            cli_fit([*config, *budget, f"--model.train_minutes={minutes}", *root, *extra], curve)
             results["curves"][method] = curve.points
     print_table(results)
     write_json(args.json, results)

@@ -195,8 +195,7 @@ class DPO(LitGPT):
         ``loss`` is DPO's plus ``sft_weight`` × ``sft_loss``, the chosen answer's mean per-token NLL.
         """
         inputs, targets = self._split(batch)
-        tokens = token_logprobs(self(inputs), targets)  # (2B, T)
-        policy = tokens.sum(dim=-1)  # (2B,)
+        policy = token_logprobs(self(inputs), targets).sum(dim=-1)  # (2B,)
         reference = self._reference_logprobs(batch, inputs, targets)
         B = batch["chosen_inputs"].shape[0]
         hp = self.hparams
@@ -216,12 +215,12 @@ class DPO(LitGPT):
         loss = (losses * real).sum() / real.sum().clamp(min=1)
         self._loss = loss.detach()
         if self._logging_step():
-            pairs = _pair_values(rewards_chosen, rewards_rejected) * real  # (4, B), padding rows 0
-            sums = torch.cat([pairs.sum(dim=1), (sft * real).sum().view(1), real.sum().view(1)])
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over every rank's real pairs
-            means = sums[:-1] / sums[-1].clamp(min=1)
-            loss_mean = self.trainer.strategy.reduce(self._loss, reduce_op="mean")
-            self.log("train/loss", loss_mean, prog_bar=True)
+            # One all-reduce: the loss (a mean over the ranks) and sums over every rank's real pairs.
+            pairs = torch.cat([_pair_values(rewards_chosen, rewards_rejected), sft[None]]) * real  # (5, B)
+            sums = torch.cat([self._loss.view(1), pairs.sum(dim=1), real.sum().view(1)])
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            means = sums[1:-1] / sums[-1].clamp(min=1)  # the 4 pair metrics, then sft_loss
+            self.log("train/loss", sums[0] / self.trainer.world_size, prog_bar=True)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"])
             for name, value in zip(PAIR_METRICS, means[:-1], strict=True):
                 self.log(f"train/{name}", value)
