@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench bench-quick clean
+.PHONY: install demo test test-llamacpp lint format bench bench-quick clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+
+# Opt-in: llama.cpp itself runs our GGUF exports. Installing llama-cpp-python compiles llama.cpp
+# (about 15 minutes on 2 CPU cores, once).
+test-llamacpp: $(STAMP)
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt llama-cpp-python
+	$(PY) -m pytest -q -m llamacpp tests/interop
 
 # Benchmarks print their figures; BENCHMARKS.md records them with the machine and the command.
 # bench-quick takes about 4 minutes on 2 CPU cores; bench a little over an hour.

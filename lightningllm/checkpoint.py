@@ -17,7 +17,9 @@ An export is a folder another project loads without Lightning or pickle: ``confi
 ``tokenizer.json`` (a standard Hugging Face ``tokenizers`` file), with ``.lightningllm-export``
 listing them: a later export into the folder replaces exactly those and keeps whatever else the
 user put there (a README, evaluations); any other non-empty folder (bar an older export of exactly
-those files) is refused.
+those files) is refused. ``--format hf`` writes a transformers folder the same way
+(``lightningllm.interop.hf``), ``--format gguf`` one GGUF file (``lightningllm.interop.gguf``), and
+``fit --model.init_from`` reads a transformers folder too.
 ``GPT.from_pretrained(DIR)`` and ``Tokenizer.from_file(DIR)`` read it (checking the files against
 each other first); ``fit --model.init_from DIR`` trains on from it.
 Everything is read with ``torch.load(weights_only=True)``, safetensors or an allowlist unpickler:
@@ -30,10 +32,11 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import secrets
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -45,7 +48,18 @@ from lightningllm.model.lora import apply_lora, merge_lora_state, save_adapter
 from lightningllm.sharded_checkpoint import SHARDED_METADATA, is_sharded_checkpoint, read_sharded_weights
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-"""What an export folder holds; ``tokenizer.json`` is absent when the checkpoint had no tokenizer."""
+"""What a native export folder holds; ``tokenizer.json`` is absent when the checkpoint had no tokenizer."""
+
+HF_EXPORT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+"""What a ``--format hf`` export folder may hold, besides the weight shards ``model-NNNNN-of-NNNNN.safetensors``."""
 
 EXPORT_MARKER = ".lightningllm-export"
 """The export's record of the files it wrote (JSON): a later export replaces only those, only where it is."""
@@ -205,34 +219,97 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
     return model.eval(), Tokenizer.from_str(tokenizer) if tokenizer is not None else None
 
 
-def export_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` of a checkpoint to the folder ``out``.
+def export_checkpoint(
+    ckpt_path: str | Path, out: str | Path, format: str = "native", max_shard_size: int | None = None
+) -> Path:
+    """Write the model and tokenizer of a checkpoint (or of an export folder) to the folder ``out``.
 
-    ``out`` may be new, empty, or an earlier export: our files in it are replaced, any other file
-    in it is kept. A folder that is not provably an export (``EXPORT_MARKER``, or exactly the files
-    of an export written before the marker existed) is refused rather than written to.
+    ``format`` ``native`` writes ``config.json``, ``model.safetensors`` and ``tokenizer.json``
+    (``GPT.from_pretrained`` reads it); ``hf`` writes a transformers folder (``lightningllm.interop.hf``;
+    weights sharded above ``max_shard_size`` bytes). ``out`` may be new, empty, or an earlier export:
+    our files in it are replaced, any other file in it is kept. A folder that is not provably an
+    export (``EXPORT_MARKER``, or exactly the files of an export written before the marker existed)
+    is refused rather than written to.
 
     Raises:
-        ValueError: ``out`` is a file, or a folder with files that are not an export's.
+        ValueError: ``out`` is a file, or a folder with files that are not an export's; the model's
+            shape has no transformers class (``hf``).
         OSError: a file cannot be written (a full disk, no permission); ``out`` is left as it was.
     """
+    if format not in ("native", "hf"):
+        raise ValueError(f"export format must be native or hf here (gguf: export_gguf), got {format!r}")
     out = Path(out)
-    model, tokenizer = load_checkpoint(ckpt_path)
+    model, tokenizer = load_source(ckpt_path)
+    if format == "hf":
+        from lightningllm.interop.hf import DEFAULT_MAX_SHARD_BYTES, architecture
+
+        architecture(model.config)  # refuse an inexpressible shape before anything is written
+
+        def write(folder: Path) -> list[str]:
+            from lightningllm.interop.hf import save_hf
+
+            return save_hf(model, tokenizer, folder, max_shard_size or DEFAULT_MAX_SHARD_BYTES)
+    else:
+
+        def write(folder: Path) -> list[str]:
+            return _write_native(folder, model, tokenizer)
+
     earlier = _earlier_export(out)
     if earlier is None:
         with atomic_directory(out, "the export") as tmp, _naming(out):
-            _write_export(tmp, model, tokenizer)
+            _write_export(tmp, write)
     else:
         with _naming(out):
-            _replace_export(out, earlier, model, tokenizer)
+            _replace_export(out, earlier, write)
     return out
 
 
-def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
-    """Write the LoRA adapters of a LoRA run's checkpoint alone to ``out``: ``adapter_config.json`` and
-    ``adapter_model.safetensors``, with peft's names (``lightningllm.model.lora.save_adapter``).
+def export_gguf(ckpt_path: str | Path, out: str | Path, quant: str = "f16") -> Path:
+    """Write the model and tokenizer of a checkpoint (or of an export folder) as one GGUF file ``out``.
 
-    ``base_model_name_or_path`` records the run's ``model.init_from`` when the checkpoint has its run config.
+    The file appears whole (written beside, then renamed). Raises ``ValueError`` for an existing ``out``
+    (nothing is overwritten), a checkpoint without a tokenizer, or a shape llama.cpp cannot run.
+    """
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"--out {out} exists: name a new .gguf file (an existing file is never overwritten)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    model, tokenizer = load_source(ckpt_path)
+    if tokenizer is None:
+        raise ValueError(f"{ckpt_path} holds no tokenizer, and a GGUF file must carry one")
+    from lightningllm.interop.gguf import write_gguf
+
+    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with _naming(out):
+            write_gguf(model, tokenizer, tmp, quant)
+            fsync_path(tmp)
+            os.replace(tmp, out)
+            fsync_path(out.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_source(path: str | Path) -> tuple[GPT, Tokenizer | None]:
+    """The model and tokenizer of what ``export --ckpt_path`` names: a checkpoint (file or sharded folder), or
+    an export folder (ours or a transformers one), so an export converts to another format."""
+    path = Path(path)
+    if path.is_dir() and not is_sharded_checkpoint(path) and (path / "config.json").is_file():
+        model, tokenizer = load_export(path)
+        return model.eval(), tokenizer
+    return load_checkpoint(path)
+
+
+def export_adapter(ckpt_path: str | Path, out: str | Path, format: str = "native") -> Path:
+    """Write the LoRA adapters of a LoRA run's checkpoint alone to ``out``: ``adapter_config.json`` and
+    ``adapter_model.safetensors``, in peft's layout.
+
+    ``native``: on our modules (``lightningllm.model.lora.save_adapter``; ``base_model_name_or_path``
+    records the run's ``model.init_from`` when the checkpoint has its run config). ``hf``: on the
+    modules of the transformers model ``export --format hf`` writes (``lightningllm.interop.peft``),
+    which ``PeftModel.from_pretrained`` applies.
 
     Raises:
         ValueError: the checkpoint trained no adapters, or ``out`` is a file.
@@ -246,11 +323,20 @@ def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
         )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: name a folder")
+    if format == "hf":
+        from lightningllm.interop.hf import architecture
+
+        architecture(config)
     model = GPT(config)
     apply_lora(model, lora)
     weights = checkpoint["state_dict"]
     model.load_state_dict({plain_key(k).removeprefix("model."): v for k, v in weights.items() if k[:6] == "model."})
-    save_adapter(model, lora, out, base_model_name_or_path=_run_init_from(checkpoint))
+    if format == "hf":
+        from lightningllm.interop.peft import save_hf_adapter
+
+        save_hf_adapter(model, lora, out)
+    else:
+        save_adapter(model, lora, out, base_model_name_or_path=_run_init_from(checkpoint))
     return out
 
 
@@ -281,7 +367,7 @@ def _earlier_export(out: Path) -> set[str] | None:
             files = json.loads(marker.read_text(encoding="utf-8"))["files"]
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             files = None
-        if not isinstance(files, list) or not set(files) <= set(EXPORT_FILES):
+        if not isinstance(files, list) or not all(isinstance(name, str) and _ours(name) for name in files):
             raise ValueError(
                 f"--out {out}: its {EXPORT_MARKER} is not one lightningllm export wrote: choose a new folder"
             )
@@ -295,13 +381,25 @@ def _earlier_export(out: Path) -> set[str] | None:
     )
 
 
-def _write_export(folder: Path, model: GPT, tokenizer: Tokenizer | None) -> list[str]:
-    """Write the export's files to ``folder``, each synced to disk; their names, the marker last."""
+def _ours(name: str) -> bool:
+    """Whether an export may have written a file of this name (a marker listing another is not ours)."""
+    return name in {*EXPORT_FILES, *HF_EXPORT_FILES} or bool(re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", name))
+
+
+def _write_native(folder: Path, model: GPT, tokenizer: Tokenizer | None) -> list[str]:
+    """Our own export's files: ``config.json``, ``model.safetensors`` and (with a tokenizer) ``tokenizer.json``."""
     model.save_pretrained(folder)
     files = ["config.json", "model.safetensors"]
     if tokenizer is not None:
         (folder / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
         files.append("tokenizer.json")
+    return files
+
+
+def _write_export(folder: Path, write: Callable[[Path], list[str]]) -> list[str]:
+    """Write the export's files to ``folder`` (``write`` returns their names), each synced to disk, then the
+    marker; all their names, the marker last."""
+    files = write(folder)
     marker = {"written_by": "lightningllm export", "files": files}
     (folder / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     for name in [*files, EXPORT_MARKER]:
@@ -309,7 +407,7 @@ def _write_export(folder: Path, model: GPT, tokenizer: Tokenizer | None) -> list
     return [*files, EXPORT_MARKER]
 
 
-def _replace_export(out: Path, earlier: set[str], model: GPT, tokenizer: Tokenizer | None) -> None:
+def _replace_export(out: Path, earlier: set[str], write: Callable[[Path], list[str]]) -> None:
     """Replace our files in the existing folder ``out`` and leave every other file in it alone.
 
     The new files are written in full to a staging folder inside ``out`` first (one left by a
@@ -324,7 +422,7 @@ def _replace_export(out: Path, earlier: set[str], model: GPT, tokenizer: Tokeniz
     staging = out / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
     staging.mkdir()
     try:
-        written = _write_export(staging, model, tokenizer)
+        written = _write_export(staging, write)
         for name in written[:-1]:
             os.replace(staging / name, out / name)
         for name in earlier - set(written):  # ours, but not in this export (a tokenizer.json the checkpoint lacks)
@@ -349,16 +447,22 @@ def _naming(out: Path) -> Iterator[None]:
 
 
 def load_export(directory: str | Path, data_tokenizer: Tokenizer | None = None) -> tuple[GPT, Tokenizer | None]:
-    """The GPT exported to ``directory`` and its tokenizer; the data's tokenizer, if any, must be the same one.
+    """The GPT exported to ``directory`` (our folder, or a transformers folder ``lightningllm.interop.hf`` reads)
+    and its tokenizer; the data's tokenizer, if any, must be the same one.
 
     Raises:
         FileNotFoundError: ``directory`` holds no export.
         ValueError: the data's tokenizer is not the export's (or, without one, has more ids than the model).
     """
+    from lightningllm.interop.hf import is_hf_folder, load_hf
+
     directory = Path(directory)
-    model = GPT.from_pretrained(directory)
     tokenizer_file = directory / "tokenizer.json"
-    tokenizer = Tokenizer.from_file(tokenizer_file) if tokenizer_file.is_file() else None
+    if is_hf_folder(directory):
+        model, tokenizer = load_hf(directory)
+    else:
+        model = GPT.from_pretrained(directory)
+        tokenizer = Tokenizer.from_file(tokenizer_file) if tokenizer_file.is_file() else None
     if data_tokenizer is not None and tokenizer is not None:
         if not data_tokenizer.same_vocabulary(tokenizer):
             raise ValueError(

@@ -2,7 +2,8 @@
 
 ``lightningllm fit|validate|test|predict`` run LightningCLI (``lightningllm.cli.app``);
 ``predict`` also takes ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and ``--output
-FILE``, and needs only ``--ckpt_path`` (or ``--model.init_from``). ``validate`` and ``test``
+FILE``, and needs only ``--ckpt_path`` (or ``--model.init_from``). ``export --format hf|gguf`` writes
+a transformers folder or a GGUF file (``lightningllm.interop``). ``validate`` and ``test``
 with only ``--ckpt_path`` take the run's config from the checkpoint. Every ``--ckpt_path`` is a
 ``.ckpt`` file or a sharded folder (``ModelParallelStrategy``'s ``last.ckpt/``). ``lightningllm export``
 writes a portable model folder and loads no Lightning. Errors in the user's data, config or
@@ -19,6 +20,9 @@ import sys
 from lightningllm import signals
 from lightningllm.cli.errors import check_config_files
 
+FORMATS = ("native", "hf", "gguf")
+QUANTS = ("f16", "q8_0")
+
 PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
 
 TOP_LEVEL_HELP = """\
@@ -32,7 +36,7 @@ subcommands:
   test       test metrics of a checkpoint (and its task's held-out score): --ckpt_path C
   predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl]
   export     a portable model folder (config.json, model.safetensors, tokenizer.json):
-             lightningllm export --ckpt_path C --out DIR
+             lightningllm export --ckpt_path C --out DIR [--format native|hf|gguf]
 
 Every option of a subcommand, with its documentation: lightningllm SUBCOMMAND --help.
 Configs (commented YAML) live in configs/; `lightningllm fit --config X --print_config` prints
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         if not signals.reported():
             print(f"interrupted by {signals.Interrupted(signum).name}", file=sys.stderr)
         sys.exit(128 + signum)  # Lightning's own SIGTERM exit has code 0: a scheduler would see success
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as err:  # ImportError: a missing extra
         if os.environ.get("LIGHTNINGLLM_DEBUG"):
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
@@ -174,35 +178,90 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def export(argv: list[str]) -> None:
-    """``lightningllm export``: a checkpoint → config.json, model.safetensors and tokenizer.json in one folder."""
+    """``lightningllm export``: a checkpoint → our model folder, a transformers folder, or a GGUF file."""
     parser = _OneLineParser(
         prog="lightningllm export",
-        description="Write a portable model folder (config.json, model.safetensors, tokenizer.json; no pickle) "
-        "that GPT.from_pretrained(DIR) loads without Lightning and `fit --model.init_from DIR` trains on from.",
+        description="Write a checkpoint's model (and tokenizer) for use elsewhere, with no pickle: our folder "
+        "(config.json, model.safetensors, tokenizer.json) that GPT.from_pretrained(DIR) loads and `fit "
+        "--model.init_from DIR` trains on from; a Hugging Face transformers folder (--format hf); or one GGUF "
+        "file for llama.cpp (--format gguf).",
     )
     parser.add_argument(
         "--ckpt_path",
         required=True,
-        help="a checkpoint written by `lightningllm fit`: a .ckpt file or a sharded folder",
+        help="a checkpoint written by `lightningllm fit` (a .ckpt file or a sharded folder), or an export folder "
+        "(ours or a transformers one) to convert",
     )
-    parser.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier export to replace)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="folder to write (new, empty, or an earlier export to replace); with --format gguf a new .gguf file",
+    )
+    parser.add_argument(
+        "--format",
+        default="native",
+        choices=FORMATS,
+        help="native (default): lightningllm's folder; hf: GPT2LMHeadModel or LlamaForCausalLM with its tokenizer "
+        "files (AutoModelForCausalLM.from_pretrained loads it); gguf: a GGUF file (Llama-style models)",
+    )
+    parser.add_argument(
+        "--quant",
+        choices=QUANTS,
+        help="with --format gguf: f16 (default) or q8_0 weights",
+    )
+    parser.add_argument(
+        "--max_shard_size",
+        help="with --format hf: largest weight file, e.g. 500MB or 2GB (default 5GB); larger models get shards "
+        "and model.safetensors.index.json",
+    )
     parser.add_argument(
         "--adapter_only",
         action="store_true",
         help="for a LoRA run's checkpoint: write its adapters alone (adapter_config.json, adapter_model.safetensors, "
-        "peft's names) instead of the merged model",
+        "peft's layout) instead of the merged model; with --format hf, on the modules of the transformers export "
+        "of the base model, for PeftModel.from_pretrained",
     )
     args = parser.parse_args(argv)
-    from lightningllm.checkpoint import EXPORT_FILES, export_adapter, export_checkpoint
+    if args.quant is not None and args.format != "gguf":
+        raise ValueError("lightningllm export: --quant applies to --format gguf only")
+    if args.max_shard_size is not None and args.format != "hf":
+        raise ValueError("lightningllm export: --max_shard_size applies to --format hf only")
+    if args.adapter_only and args.format == "gguf":
+        raise ValueError("lightningllm export: --adapter_only writes peft adapters (--format native or hf), not GGUF")
+    max_shard_size = parse_size(args.max_shard_size, "--max_shard_size") if args.max_shard_size else None
+    from lightningllm.checkpoint import EXPORT_MARKER, export_adapter, export_checkpoint, export_gguf
 
     if args.adapter_only:
-        out = export_adapter(args.ckpt_path, args.out)
+        out = export_adapter(args.ckpt_path, args.out, args.format)
         files = "adapter_config.json, adapter_model.safetensors"
         print(f"exported the LoRA adapters of {args.ckpt_path} to {out}/ ({files})")
         return
+    if args.format == "gguf":
+        out = export_gguf(args.ckpt_path, args.out, args.quant or "f16")
+        print(f"exported {args.ckpt_path} to {out} (GGUF, {args.quant or 'f16'}; {out.stat().st_size:,} bytes)")
+        return
 
-    out = export_checkpoint(args.ckpt_path, args.out)
-    files = ", ".join(name for name in EXPORT_FILES if (out / name).is_file())
-    print(f"exported {args.ckpt_path} to {out}/ ({files})")
+    out = export_checkpoint(args.ckpt_path, args.out, args.format, max_shard_size)
+    marker = json.loads((out / EXPORT_MARKER).read_text(encoding="utf-8"))
+    print(f"exported {args.ckpt_path} to {out}/ ({', '.join(marker['files'])})")
     if not (out / "tokenizer.json").is_file():
         print("note: the checkpoint holds no tokenizer (its data module had none), so neither does the export")
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str, option: str) -> int:
+    """Bytes of a size like ``500MB``, ``2GB``, ``1.5GiB`` or ``1000000``; a one-line ``ValueError`` otherwise."""
+    number, unit = text.strip(), ""
+    while number and not (number[-1].isdigit() or number[-1] == "."):
+        number, unit = number[:-1], number[-1] + unit
+    try:
+        size = float(number) * _UNITS[unit.strip().upper()]
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"{option} {text!r} is not a size: give bytes or a number with KB, MB, GB (or KiB, MiB, GiB)"
+        ) from None
+    if size < 1:
+        raise ValueError(f"{option} {text!r} must be at least one byte")
+    return int(size)

@@ -134,6 +134,11 @@ def read_config(path: Path) -> GPTConfig:
         raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object of GPTConfig fields, not {type(data).__name__}")
+    if "model_type" in data:
+        raise ValueError(
+            f"{path} is a Hugging Face transformers config (model_type {data['model_type']!r}): read the folder with "
+            "lightningllm.interop.hf.load_hf (fit --model.init_from and export --ckpt_path take it as it is)"
+        )
     fields = [field.name for field in dataclasses.fields(GPTConfig)]
     if unknown := sorted(set(data) - set(fields)):
         raise ValueError(f"{path}: unknown field(s) {unknown}: GPTConfig has no such field")

@@ -81,6 +81,19 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def lock_held(path: Path) -> bool:
+    """Whether some process holds the flock of ``path`` (taken and released again here when none does)."""
+    import fcntl
+
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def shards(prepared: Path) -> dict[str, bytes]:
     """The tokenizer and every shard chunk of a prepared folder (its index.json holds a time stamp)."""
     files = [p for p in sorted(prepared.rglob("*")) if p.suffix == ".bin" or p.name == "tokenizer.json"]
@@ -105,7 +118,9 @@ def test_a_killed_preparation_is_removed_by_the_next_which_prepares_the_same_sha
     (left,) = cache.iterdir()  # kill -9 runs no cleanup
     assert STAGING_INFIX in left.name
     deadline = time.monotonic() + 10
-    while processes_in(tmp_path):  # its shard writer notices and ends itself
+    # Its shard writer notices and ends itself; the folder is abandoned once no process holds its lock (a
+    # process can be gone from /proc's working folders a moment before the kernel releases its lock).
+    while processes_in(tmp_path) or lock_held(left / LOCK_NAME):
         assert time.monotonic() < deadline, "the killed preparation's shard writer is still running"
         time.sleep(0.05)
     again = TextDataModule(**settings(big_corpus, cache))
