@@ -26,7 +26,7 @@ QUANTS = ("f16", "q8_0")
 PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
 
 TOP_LEVEL_HELP = """\
-usage: lightningllm {fit,validate,test,predict,export} [options]
+usage: lightningllm {fit,validate,test,predict,chat,serve,export} [options]
 
 Build and train small GPT-style language models with Lightning.
 
@@ -35,6 +35,8 @@ subcommands:
   validate   validation loss (and task score) of a checkpoint: --ckpt_path C
   test       test metrics of a checkpoint (and its task's held-out score): --ckpt_path C
   predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl]
+  chat       talk to a model in the terminal: lightningllm chat --ckpt_path C
+  serve      an OpenAI-compatible HTTP API: lightningllm serve --ckpt_path C [--port 8000]
   export     a portable model folder (config.json, model.safetensors, tokenizer.json):
              lightningllm export --ckpt_path C --out DIR [--format native|hf|gguf]
 
@@ -49,10 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(TOP_LEVEL_HELP, end="")  # without importing Lightning: answers in a fraction of a second
         return
-    signals.install()  # SIGTERM/SIGINT: clean up, save where training is, exit 143/130
+    if argv[:1] != ["serve"]:  # the server's uvicorn handles SIGTERM/SIGINT itself: it drains, then stops
+        signals.install()  # SIGTERM/SIGINT: clean up, save where training is, exit 143/130
     try:
         if argv[:1] == ["export"]:
             export(argv[1:])
+            return
+        if argv[:1] == ["serve"]:
+            serve(argv[1:])
+            return
+        if argv[:1] == ["chat"]:
+            chat(argv[1:])
             return
         check_config_files(argv)
         argv, predict_output = expand_predict_shortcuts(argv)
@@ -246,6 +255,54 @@ def export(argv: list[str]) -> None:
     print(f"exported {args.ckpt_path} to {out}/ ({', '.join(marker['files'])})")
     if not (out / "tokenizer.json").is_file():
         print("note: the checkpoint holds no tokenizer (its data module had none), so neither does the export")
+
+
+def serve(argv: list[str]) -> None:
+    """``lightningllm serve``: the model of a checkpoint or export behind an OpenAI-compatible HTTP API."""
+    parser = _OneLineParser(
+        prog="lightningllm serve",
+        description="Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models, "
+        "/health); concurrent requests are decoded together. Stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
+    source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--max_batch", type=int, default=32, help="most sequences decoded together (default 32)")
+    parser.add_argument(
+        "--max_tokens", type=int, help="largest max_tokens a request may ask for (default: the context)"
+    )
+    parser.add_argument("--name", help="the model's id in the API (default: the run's or the folder's name)")
+    args = parser.parse_args(argv)
+    if args.max_batch < 1:
+        raise ValueError(f"lightningllm serve: --max_batch must be at least 1, got {args.max_batch}")
+    from lightningllm.serve.server import serve as run_server
+
+    run_server(args.ckpt_path or args.model, args.host, args.port, args.max_batch, args.max_tokens, args.name)
+
+
+def chat(argv: list[str]) -> None:
+    """``lightningllm chat``: an interactive chat with the model of a checkpoint or export, streamed."""
+    parser = _OneLineParser(
+        prog="lightningllm chat",
+        description="Talk to a model: each line you type is a user turn, the answer streams back. /reset starts "
+        "over, /quit leaves; the oldest turns are dropped (and the chat says so) when the context fills up.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
+    source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+    parser.add_argument("--system", help="a system message put before the conversation")
+    parser.add_argument("--max_tokens", type=int, default=128, help="longest answer in tokens (default 128)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 greedy (default 0.8)")
+    parser.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling threshold (default 0.95)")
+    parser.add_argument("--seed", type=int, help="seed each answer's sampling (reproducible chats)")
+    args = parser.parse_args(argv)
+    from lightningllm.model.generate import check_sampling
+    from lightningllm.serve.chat import chat as run_chat
+
+    check_sampling(temperature=args.temperature, top_p=args.top_p)
+    run_chat(args.ckpt_path or args.model, args.system, args.max_tokens, args.temperature, args.top_p, args.seed)
 
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}

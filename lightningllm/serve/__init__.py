@@ -1,0 +1,1 @@
+"""``lightningllm serve``: an OpenAI-compatible HTTP server (``app``) over a batching decode engine (``engine``)."""
