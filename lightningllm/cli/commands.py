@@ -257,6 +257,13 @@ def export(argv: list[str]) -> None:
         print("note: the checkpoint holds no tokenizer (its data module had none), so neither does the export")
 
 
+def _model_source(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt_path C`` or ``--model DIR``: the model a command runs (``args.ckpt_path or args.model``)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
+    source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+
+
 def serve(argv: list[str]) -> None:
     """``lightningllm serve``: the model of a checkpoint or export behind an OpenAI-compatible HTTP API."""
     parser = _OneLineParser(
@@ -264,9 +271,7 @@ def serve(argv: list[str]) -> None:
         description="Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models, "
         "/health); concurrent requests are decoded together. Stops cleanly on SIGTERM or Ctrl-C.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
-    source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+    _model_source(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--max_batch", type=int, default=32, help="most sequences decoded together (default 32)")
@@ -289,9 +294,7 @@ def chat(argv: list[str]) -> None:
         description="Talk to a model: each line you type is a user turn, the answer streams back. /reset starts "
         "over, /quit leaves; the oldest turns are dropped (and the chat says so) when the context fills up.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
-    source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+    _model_source(parser)
     parser.add_argument("--system", help="a system message put before the conversation")
     parser.add_argument("--max_tokens", type=int, default=128, help="longest answer in tokens (default 128)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 greedy (default 0.8)")
