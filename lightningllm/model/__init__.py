@@ -17,6 +17,7 @@ from lightningllm.model.lora import (
     unmerge_lora,
 )
 from lightningllm.model.optim import Muon, lr_at, param_groups
+from lightningllm.model.quantize import is_int8, quantize_int8
 
 __all__ = [
     "GPT",
@@ -29,12 +30,14 @@ __all__ = [
     "adapters_disabled",
     "apply_lora",
     "generate",
+    "is_int8",
     "load_adapter",
     "lora_state_dict",
     "lr_at",
     "merge_lora",
     "merged_state_dict",
     "param_groups",
+    "quantize_int8",
     "sample_next",
     "save_adapter",
     "trainable_parameters",
