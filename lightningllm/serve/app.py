@@ -35,7 +35,8 @@ DEFAULT_MAX_TOKENS = 16
 """OpenAI's default ``max_tokens`` for completions; chat completions default to the room left in the context."""
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "n", "stream", "user"}
-IGNORED_IF_DEFAULT = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": None, "echo": False}
+IGNORED_IF_DEFAULT = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": None, "echo": False, "suffix": "",
+                      "best_of": 1}  # fmt: skip
 """Parameters accepted only at the value that means "off": any other value would be silently ignored here."""
 
 
@@ -89,7 +90,7 @@ def build_app(engine: Engine, model_name: str, max_tokens_limit: int | None = No
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest):
         body = await _json(http)
-        _check_keys(body, COMMON | {"prompt"} | set(IGNORED_IF_DEFAULT) | {"stream_options", "suffix", "best_of"})
+        _check_keys(body, COMMON | {"prompt", "stream_options"} | set(IGNORED_IF_DEFAULT))
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise BadRequest("prompt must be a non-empty string", "prompt")
@@ -101,7 +102,8 @@ def build_app(engine: Engine, model_name: str, max_tokens_limit: int | None = No
     @app.post("/v1/chat/completions")
     async def chat_completions(http: HTTPRequest):
         body = await _json(http)
-        _check_keys(body, COMMON | {"messages", "max_completion_tokens", "stream_options"} | set(IGNORED_IF_DEFAULT))
+        chat_only = COMMON | {"messages", "max_completion_tokens", "stream_options"}
+        _check_keys(body, chat_only | set(IGNORED_IF_DEFAULT) - {"suffix", "best_of"})
         messages = body.get("messages")
         try:
             context = "".join(text for text, _ in chat_segments(messages)) + ASSISTANT
@@ -134,8 +136,6 @@ def _check_keys(body: dict, allowed: set[str]) -> None:
         if key not in allowed:
             raise BadRequest(f"unrecognized request argument supplied: {key}", key)
         if key in IGNORED_IF_DEFAULT and value not in (IGNORED_IF_DEFAULT[key], None):
-            raise BadRequest(f"{key} {value!r} is not supported by lightningllm serve", key)
-        if key in ("suffix", "best_of") and value not in (None, 1, ""):
             raise BadRequest(f"{key} {value!r} is not supported by lightningllm serve", key)
 
 
@@ -283,11 +283,10 @@ async def _respond(http, engine: Engine, requests: list[Request], body: dict, mo
                     continue
                 open_rows -= 1
                 tokens += event.completion_tokens
-                reason = event.finish
                 yield sse(
-                    {"index": i, "delta": {}, "finish_reason": reason}
+                    {"index": i, "delta": {}, "finish_reason": event.finish}
                     if chat
-                    else {"index": i, "text": "", "finish_reason": reason, "logprobs": None}
+                    else {"index": i, "text": "", "finish_reason": event.finish, "logprobs": None}
                 )
             if include_usage:  # OpenAI's stream_options: one last chunk, no choices, the usage
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens}
