@@ -2,11 +2,12 @@
 
 For one model — a checkpoint (``--ckpt``), an export folder (``--export``) or a freshly built
 shape from a config in ``configs/`` (``--preset demo``, ``--preset small-10m``: random weights,
-the config's ``model.config`` and its data's ``vocab_size``) — it reports the size of the saved
-``state_dict`` and of the tensors in memory, greedy ``generate`` speed (new tokens per second,
-median of the repeats, float32 and int8 repeats interleaved in the same run) at each batch size,
-the largest logit difference on random tokens, and, for a checkpoint whose data module declares a
-task (``TokenDataModule.task``), the task's score on its test split for both::
+the config's ``model.config`` and its data's ``vocab_size``) — it reports the size of its export's
+``model.safetensors`` (``lightningllm export [--quantize int8]``) and of the tensors in memory,
+greedy ``generate`` speed (new tokens per second, median of the repeats, float32 and int8
+repeats interleaved in the same run) at each batch size, the largest logit difference on random
+tokens, and, for a checkpoint whose data module declares a task (``TokenDataModule.task``), the
+task's score on its test split for both::
 
     python benchmarks/quantize.py --preset small-10m
     python benchmarks/quantize.py --ckpt logs/demo/checkpoints/last.ckpt --task-examples 300
@@ -17,9 +18,9 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import io
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,9 +75,10 @@ def checkpoint_task(ckpt: str):
 
 
 def saved_bytes(model: GPT) -> int:
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
+    """Bytes of the ``model.safetensors`` that ``lightningllm export`` (``--quantize int8``) writes for it."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return (Path(folder) / "model.safetensors").stat().st_size
 
 
 def tensor_bytes(model: GPT) -> int:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     for name, row in results["models"].items():
         extra = {k: v for k, v in row.items() if k not in ("saved_mb", "tensor_mb")}
-        print(f"{name}: saved state_dict {row['saved_mb']:.2f} MB, tensors in memory {row['tensor_mb']:.2f} MB {extra}")
+        sizes = f"model.safetensors {row['saved_mb']:.2f} MB, tensors in memory {row['tensor_mb']:.2f} MB"
+        print(f"{name}: {sizes} {extra}")
     print(
         f"max |logit difference| {results['max_logit_diff']} (fp32 logits span {results['logit_range']}), "
         f"argmax agreement {results['argmax_agreement']:.2%}"

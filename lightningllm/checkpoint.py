@@ -19,7 +19,8 @@ listing them: a later export into the folder replaces exactly those and keeps wh
 user put there (a README, evaluations); any other non-empty folder (bar an older export of exactly
 those files) is refused. ``--format hf`` writes a transformers folder the same way
 (``lightningllm.interop.hf``), ``--format gguf`` one GGUF file (``lightningllm.interop.gguf``), and
-``fit --model.init_from`` reads a transformers folder too.
+``fit --model.init_from`` reads a transformers folder too. ``--quantize int8`` writes our folder with
+int8 block weights (``lightningllm.model.quantize``), for inference only: it converts to no other format.
 ``GPT.from_pretrained(DIR)`` and ``Tokenizer.from_file(DIR)`` read it (checking the files against
 each other first); ``fit --model.init_from DIR`` trains on from it.
 Everything is read with ``torch.load(weights_only=True)``, safetensors or an allowlist unpickler:
@@ -43,7 +44,7 @@ import torch
 
 from lightningllm.atomic import atomic_directory, fsync_path
 from lightningllm.data.tokenizer import Tokenizer
-from lightningllm.model import GPT, GPTConfig, LoRAConfig
+from lightningllm.model import GPT, GPTConfig, LoRAConfig, is_int8, quantize_int8
 from lightningllm.model.lora import apply_lora, merge_lora_state, save_adapter
 from lightningllm.sharded_checkpoint import SHARDED_METADATA, is_sharded_checkpoint, read_sharded_weights
 
@@ -220,16 +221,22 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[GPT, Tokenizer | None]:
 
 
 def export_checkpoint(
-    ckpt_path: str | Path, out: str | Path, format: str = "native", max_shard_size: int | None = None
+    ckpt_path: str | Path,
+    out: str | Path,
+    format: str = "native",
+    max_shard_size: int | None = None,
+    quantize: str | None = None,
 ) -> Path:
     """Write the model and tokenizer of a checkpoint (or of an export folder) to the folder ``out``.
 
     ``format`` ``native`` writes ``config.json``, ``model.safetensors`` and ``tokenizer.json``
     (``GPT.from_pretrained`` reads it); ``hf`` writes a transformers folder (``lightningllm.interop.hf``;
-    weights sharded above ``max_shard_size`` bytes). ``out`` may be new, empty, or an earlier export:
-    our files in it are replaced, any other file in it is kept. A folder that is not provably an
-    export (``EXPORT_MARKER``, or exactly the files of an export written before the marker existed)
-    is refused rather than written to.
+    weights sharded above ``max_shard_size`` bytes). ``quantize="int8"`` (``native`` only) writes the
+    block linears as int8 rows with their scales (``lightningllm.model.quantize``): ``from_pretrained``
+    returns the int8 model, for CPU inference (``serve``/``chat``/``predict --model.init_from``).
+    ``out`` may be new, empty, or an earlier export: our files in it are replaced, any other file in it is
+    kept. A folder that is not provably an export (``EXPORT_MARKER``, or exactly the files of an export
+    written before the marker existed) is refused rather than written to.
 
     Raises:
         ValueError: ``out`` is a file, or a folder with files that are not an export's; the model's
@@ -238,9 +245,12 @@ def export_checkpoint(
     """
     if format not in ("native", "hf"):
         raise ValueError(f"export format must be native or hf here (gguf: export_gguf), got {format!r}")
+    if quantize is not None and format != "native":
+        raise ValueError(f"int8 weights are lightningllm's own format: export them with format native, not {format}")
     out = Path(out)
-    model, tokenizer = load_source(ckpt_path)
+    model, tokenizer = load_source(ckpt_path, quantize)
     if format == "hf":
+        _refuse_int8(model, ckpt_path, "a transformers folder")
         from lightningllm.interop.hf import DEFAULT_MAX_SHARD_BYTES, architecture
 
         architecture(model.config)  # refuse an inexpressible shape before anything is written
@@ -276,6 +286,7 @@ def export_gguf(ckpt_path: str | Path, out: str | Path, quant: str = "f16") -> P
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
     model, tokenizer = load_source(ckpt_path)
+    _refuse_int8(model, ckpt_path, "GGUF (its own q8_0 is --quant q8_0)")
     if tokenizer is None:
         raise ValueError(f"{ckpt_path} holds no tokenizer, and a GGUF file must carry one")
     from lightningllm.interop.gguf import write_gguf
@@ -292,14 +303,28 @@ def export_gguf(ckpt_path: str | Path, out: str | Path, quant: str = "f16") -> P
     return out
 
 
-def load_source(path: str | Path) -> tuple[GPT, Tokenizer | None]:
+def _refuse_int8(model: GPT, source: str | Path, target: str) -> None:
+    if is_int8(model):
+        raise ValueError(
+            f"{source} holds int8 weights, which do not convert to {target}: export from the checkpoint it came from"
+        )
+
+
+def load_source(path: str | Path, quantize: str | None = None) -> tuple[GPT, Tokenizer | None]:
     """The model and tokenizer of what ``export --ckpt_path`` names: a checkpoint (file or sharded folder), or
-    an export folder (ours or a transformers one), so an export converts to another format."""
+    an export folder (ours or a transformers one), so an export converts to another format. ``quantize="int8"``
+    makes the model int8 (``quantize_int8``) unless it is already (an int8 export); None leaves it as it is."""
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be int8 (or none), got {quantize!r}")
     path = Path(path)
     if path.is_dir() and not is_sharded_checkpoint(path) and (path / "config.json").is_file():
         model, tokenizer = load_export(path)
-        return model.eval(), tokenizer
-    return load_checkpoint(path)
+        model.eval()
+    else:
+        model, tokenizer = load_checkpoint(path)
+    if quantize == "int8" and not is_int8(model):
+        quantize_int8(model)
+    return model, tokenizer
 
 
 def export_adapter(ckpt_path: str | Path, out: str | Path, format: str = "native") -> Path:

@@ -148,6 +148,13 @@ def copy_export(name: str, edit: Callable[[Path], None] | None = None) -> Setup:
     return setup
 
 
+def to_int8(folder: Path) -> None:
+    """Rewrite an export's weights as ``export --quantize int8`` writes them."""
+    from lightningllm.model import GPT, quantize_int8
+
+    quantize_int8(GPT.from_pretrained(folder)).save_pretrained(folder)
+
+
 def edit_config_json(**changes_) -> Callable[[Path], None]:
     def edit(folder: Path) -> None:
         config = json.loads((folder / "config.json").read_text())
@@ -613,6 +620,21 @@ CASES = [
     ),
     Case("export-folder-missing", init_from("nowhere"), ("nowhere",)),
     Case("export-folder-is-a-file", init_from("keep.jsonl"), ("keep.jsonl",)),
+    # --- int8 weights (--quantize int8) -----------------------------------------------------------------
+    Case("quantize-unknown", (*PREDICT_OUT, "--quantize", "int4"), ("--quantize", "int4")),
+    Case("quantize-in-fit", (*DEBUG_FIT, "--model.quantize", "int8"), ("model.quantize",)),
+    Case("fit-from-int8-export", (*DEBUG_FIT, "--model.init_from", "int8"), ("int8",), copy_export("int8", to_int8)),
+    Case(
+        "int8-export-to-hf",
+        ("export", "--ckpt_path", "int8", "--out", "hf", "--format", "hf"),
+        ("int8",),
+        copy_export("int8", to_int8),
+    ),
+    Case(
+        "quantize-with-gguf",
+        ("export", "--ckpt_path", "ckpt/last.ckpt", "--out", "m.gguf", "--format", "gguf", "--quantize", "int8"),
+        ("--quantize", "--quant q8_0"),
+    ),
     # --- prompts and sampling -------------------------------------------------------------------------
     Case(
         "prompt-too-long-keeps-output",

@@ -1,13 +1,13 @@
 """The ``lightningllm`` entry point: top-level help, ``export``, and shortcuts expanded into LightningCLI arguments.
 
 ``lightningllm fit|validate|test|predict`` run LightningCLI (``lightningllm.cli.app``);
-``predict`` also takes ``--prompt TEXT`` (repeatable), ``--prompt_file FILE`` and ``--output
-FILE``, and needs only ``--ckpt_path`` (or ``--model.init_from``). ``export --format hf|gguf`` writes
-a transformers folder or a GGUF file (``lightningllm.interop``). ``validate`` and ``test``
-with only ``--ckpt_path`` take the run's config from the checkpoint. Every ``--ckpt_path`` is a
-``.ckpt`` file or a sharded folder (``ModelParallelStrategy``'s ``last.ckpt/``). ``lightningllm export``
-writes a portable model folder and loads no Lightning. Errors in the user's data, config or
-checkpoint end in one line and exit code 2.
+``predict`` also takes ``--prompt TEXT`` (repeatable), ``--prompt_file FILE``, ``--output
+FILE`` and ``--quantize int8`` (``--model.quantize``), and needs only ``--ckpt_path`` (or
+``--model.init_from``). ``export --format hf|gguf`` writes a transformers folder or a GGUF file
+(``lightningllm.interop``). ``validate`` and ``test`` with only ``--ckpt_path`` take the run's config from
+the checkpoint. Every ``--ckpt_path`` is a ``.ckpt`` file or a sharded folder (``ModelParallelStrategy``'s
+``last.ckpt/``). ``lightningllm export`` writes a portable model folder and loads no Lightning. Errors in
+the user's data, config or checkpoint end in one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from lightningllm.cli.errors import check_config_files
 FORMATS = ("native", "hf", "gguf")
 QUANTS = ("f16", "q8_0")
 
-PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output")
+PREDICT_SHORTCUTS = ("--prompt", "--prompt_file", "--output", "--quantize")
+QUANTIZE = ("int8",)
 
 TOP_LEVEL_HELP = """\
 usage: lightningllm {fit,validate,test,predict,chat,serve,export} [options]
@@ -34,11 +35,11 @@ subcommands:
   fit        train a model: lightningllm fit --config configs/demo.yaml
   validate   validation loss (and task score) of a checkpoint: --ckpt_path C
   test       test metrics of a checkpoint (and its task's held-out score): --ckpt_path C
-  predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl]
+  predict    generate: --ckpt_path C --prompt TEXT [--prompt_file F] [--output F.jsonl] [--quantize int8]
   chat       talk to a model in the terminal: lightningllm chat --ckpt_path C
-  serve      an OpenAI-compatible HTTP API: lightningllm serve --ckpt_path C [--port 8000]
+  serve      an OpenAI-compatible HTTP API: lightningllm serve --ckpt_path C [--port 8000] [--quantize int8]
   export     a portable model folder (config.json, model.safetensors, tokenizer.json):
-             lightningllm export --ckpt_path C --out DIR [--format native|hf|gguf]
+             lightningllm export --ckpt_path C --out DIR [--format native|hf|gguf] [--quantize int8]
 
 Every option of a subcommand, with its documentation: lightningllm SUBCOMMAND --help.
 Configs (commented YAML) live in configs/; `lightningllm fit --config X --print_config` prints
@@ -125,6 +126,8 @@ def expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
                 raise ValueError(f"{name} needs a value")
             if name == "--prompt":
                 prompts.append(value)
+            elif name == "--quantize":
+                rest.append(f"--model.quantize={check_quantize(value, 'predict')}")
             elif name == "--prompt_file":
                 prompt_file = value
             else:
@@ -140,6 +143,13 @@ def expand_predict_shortcuts(argv: list[str]) -> tuple[list[str], str | None]:
         at = next((i for i, arg in enumerate(rest) if arg.startswith("--data.")), len(rest))
         rest[at:at] = data
     return rest, output
+
+
+def check_quantize(value: str | None, command: str) -> str | None:
+    """``--quantize``'s value, or a one-line ``ValueError`` naming the choices."""
+    if value is not None and value not in QUANTIZE:
+        raise ValueError(f"lightningllm {command}: --quantize must be {' or '.join(QUANTIZE)}, got {value!r}")
+    return value
 
 
 def given_checkpoint(argv: list[str]) -> dict | None:
@@ -219,6 +229,12 @@ def export(argv: list[str]) -> None:
         help="with --format gguf: f16 (default) or q8_0 weights",
     )
     parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        help="with --format native: int8 block weights (about 3x smaller; for CPU inference with serve, chat and "
+        "predict --model.init_from; such a folder does not train or convert)",
+    )
+    parser.add_argument(
         "--max_shard_size",
         help="with --format hf: largest weight file, e.g. 500MB or 2GB (default 5GB); larger models get shards "
         "and model.safetensors.index.json",
@@ -233,6 +249,11 @@ def export(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.quant is not None and args.format != "gguf":
         raise ValueError("lightningllm export: --quant applies to --format gguf only")
+    if args.quantize is not None and args.format != "native":
+        hint = " (GGUF's own int8 is --quant q8_0)" if args.format == "gguf" else ""
+        raise ValueError(f"lightningllm export: --quantize int8 applies to --format native only{hint}")
+    if args.quantize is not None and args.adapter_only:
+        raise ValueError("lightningllm export: --quantize applies to a whole model, not to --adapter_only")
     if args.max_shard_size is not None and args.format != "hf":
         raise ValueError("lightningllm export: --max_shard_size applies to --format hf only")
     if args.adapter_only and args.format == "gguf":
@@ -250,7 +271,7 @@ def export(argv: list[str]) -> None:
         print(f"exported {args.ckpt_path} to {out} (GGUF, {args.quant or 'f16'}; {out.stat().st_size:,} bytes)")
         return
 
-    out = export_checkpoint(args.ckpt_path, args.out, args.format, max_shard_size)
+    out = export_checkpoint(args.ckpt_path, args.out, args.format, max_shard_size, args.quantize)
     marker = json.loads((out / EXPORT_MARKER).read_text(encoding="utf-8"))
     print(f"exported {args.ckpt_path} to {out}/ ({', '.join(marker['files'])})")
     if not (out / "tokenizer.json").is_file():
@@ -262,6 +283,15 @@ def _model_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="a checkpoint written by `lightningllm fit`")
     source.add_argument("--model", help="an export folder (lightningllm's, or a transformers one)")
+
+
+def _quantize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        help="int8: run the block linears with int8 weights (torch's dynamic quantization, CPU); faster from "
+        "small-10m's width up, slower on tiny models (BENCHMARKS.md)",
+    )
 
 
 def serve(argv: list[str]) -> None:
@@ -279,12 +309,15 @@ def serve(argv: list[str]) -> None:
         "--max_tokens", type=int, help="largest max_tokens a request may ask for (default: the context)"
     )
     parser.add_argument("--name", help="the model's id in the API (default: the run's or the folder's name)")
+    _quantize_option(parser)
     args = parser.parse_args(argv)
     if args.max_batch < 1:
         raise ValueError(f"lightningllm serve: --max_batch must be at least 1, got {args.max_batch}")
     from lightningllm.serve.server import serve as run_server
 
-    run_server(args.ckpt_path or args.model, args.host, args.port, args.max_batch, args.max_tokens, args.name)
+    run_server(
+        args.ckpt_path or args.model, args.host, args.port, args.max_batch, args.max_tokens, args.name, args.quantize
+    )
 
 
 def chat(argv: list[str]) -> None:
@@ -300,12 +333,21 @@ def chat(argv: list[str]) -> None:
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 greedy (default 0.8)")
     parser.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling threshold (default 0.95)")
     parser.add_argument("--seed", type=int, help="seed each answer's sampling (reproducible chats)")
+    _quantize_option(parser)
     args = parser.parse_args(argv)
     from lightningllm.model.generate import check_sampling
     from lightningllm.serve.chat import chat as run_chat
 
     check_sampling(temperature=args.temperature, top_p=args.top_p)
-    run_chat(args.ckpt_path or args.model, args.system, args.max_tokens, args.temperature, args.top_p, args.seed)
+    run_chat(
+        args.ckpt_path or args.model,
+        args.system,
+        args.max_tokens,
+        args.temperature,
+        args.top_p,
+        args.seed,
+        args.quantize,
+    )
 
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}

@@ -8,6 +8,10 @@ config's parameter count before any model is built, so a tampered 300-byte confi
 allocate gigabytes; the built model's tensor names and shapes are then checked against the header
 before any weight is read. Every problem is a one-line ``ValueError`` (or ``FileNotFoundError``)
 naming the file. No pickle is read and no code runs from a file.
+
+A model ``quantize_int8`` has converted saves its block linears as int8 rows with their scales
+(``lightningllm.model.quantize.int8_tensors``) and says so in the safetensors metadata
+(``"quantization": "int8"``); ``from_pretrained`` then returns the int8 model, bit for bit.
 """
 
 from __future__ import annotations
@@ -40,6 +44,17 @@ MAX_TABLE_VALUES = 2**24
 FLOAT_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 """Safetensors dtypes a GPT's weights may be stored in, with their sizes in bytes (loading casts to the model's)."""
 
+INT8_DTYPES = {**FLOAT_DTYPES, "I8": 1, "I64": 8}
+"""Also allowed in an int8 folder: the int8 weight rows and their (int64) zero points."""
+
+QUANTIZATION_KEY = "quantization"
+"""Safetensors metadata key of an int8 folder (value ``int8``); a float folder has none."""
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int8: "I8", torch.int64: "I64",
+}  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorEntry:
@@ -57,18 +72,23 @@ def save_pretrained(model: GPT, directory: str | Path) -> None:
     """
     from safetensors.torch import save
 
+    from lightningllm.model.quantize import int8_tensors, is_int8
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict(keep_vars=True)
-    tensors, aliases = {}, {}
+    int8 = is_int8(model)
+    state = int8_tensors(model) if int8 else model.state_dict(keep_vars=True)
+    tensors, metadata = {}, {}
     for names in _tied_groups(state):
         kept = names[0]  # safetensors' save_model keeps the same name, so earlier exports read the same way
         tensors[kept] = state[kept].detach().cpu().contiguous()
-        aliases.update({name: kept for name in names[1:]})
+        metadata.update({name: kept for name in names[1:]})  # the aliases, for a reader's information
+    if int8:
+        metadata[QUANTIZATION_KEY] = "int8"
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
     # Serialized in memory and written by Python, so a failed write is an OSError with its errno (the
     # safetensors writer reports a full disk as a SafetensorError, and creates its file with mode 0600).
-    (directory / WEIGHTS_FILE).write_bytes(save(tensors, metadata=aliases or None))
+    (directory / WEIGHTS_FILE).write_bytes(save(tensors, metadata=metadata or None))
 
 
 def _tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
@@ -88,7 +108,9 @@ def load_pretrained(cls: type[GPT], directory: str | Path, map_location: str = "
         ValueError: a file is malformed, truncated, or does not match the other.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file, load_model
+
+    from lightningllm.model.quantize import int8_tensors, load_int8_tensors, quantize_int8
 
     directory = Path(directory)
     if not directory.exists():
@@ -99,7 +121,10 @@ def load_pretrained(cls: type[GPT], directory: str | Path, map_location: str = "
     config = read_config(config_path)
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} not found: the model folder has a config.json but no weights")
-    header = read_header(weights_path)
+    quantization = read_metadata(weights_path).get(QUANTIZATION_KEY)
+    if quantization not in (None, "int8"):
+        raise ValueError(f"{weights_path}: unknown quantization {quantization!r} in its metadata (int8 is known)")
+    header = read_header(weights_path, int8=quantization == "int8")
     stored = sum(math.prod(entry.shape) for entry in header.values())
     if config.num_params() > stored:  # before building: the config alone must not decide how much memory is used
         raise ValueError(
@@ -114,9 +139,21 @@ def load_pretrained(cls: type[GPT], directory: str | Path, map_location: str = "
             f"more than the {stored:,} weights in {weights_path}"
         )
     model = cls(config)
-    check_tensors(model, header, weights_path, config_path)
+    if quantization == "int8":
+        quantize_int8(model)  # the int8 layers, whose weights the file then fills in
+        state = int8_tensors(model)
+        check_tensors(state, header, weights_path, config_path, dtypes=True)
+    else:
+        check_tensors(model.state_dict(keep_vars=True), header, weights_path, config_path)
     try:
-        load_model(model, str(weights_path), device=map_location)
+        if quantization == "int8":
+            tensors = load_file(weights_path, device=map_location)
+            for names in _tied_groups(state):
+                kept = next(name for name in names if name in tensors)
+                tensors.update({name: tensors[kept] for name in names})
+            load_int8_tensors(model, tensors)
+        else:
+            load_model(model, str(weights_path), device=map_location)
     except (SafetensorError, RuntimeError) as err:  # the file changed after it was checked
         raise ValueError(f"cannot read {weights_path}: {str(err).strip().splitlines()[0]}") from None
     return model
@@ -184,12 +221,42 @@ def _describe(hint: Any) -> str:
     return {type(None): "null", bool: "true or false", int: "an integer", float: "a finite number"}[hint]
 
 
-def read_header(path: Path) -> dict[str, TensorEntry]:
+def read_header(path: Path, int8: bool = False) -> dict[str, TensorEntry]:
     """The tensors a safetensors file's header lists, after checking the header against the file's size.
 
     Reads the header only (never the tensors). Raises a one-line ``ValueError`` naming ``path`` when
-    the file is truncated, has bytes past its tensors, or its header is malformed.
+    the file is truncated, has bytes past its tensors, or its header is malformed. Float dtypes
+    only, unless ``int8`` (an int8 folder's weights).
     """
+    header, length = _header_json(path)
+    header.pop("__metadata__", None)
+    entries, spans = {}, []
+    for name, info in header.items():
+        entries[name], span = _entry(path, name, info, INT8_DTYPES if int8 else FLOAT_DTYPES)
+        spans.append(span)
+    end = 0
+    for begin, stop in sorted(spans):
+        if begin != end:
+            raise ValueError(f"{path}: its header's tensors overlap or leave gaps (at byte {begin:,} of the data)")
+        end = stop
+    expected, size = 8 + length + end, path.stat().st_size
+    if size < expected:
+        raise ValueError(f"{path} is truncated: its header describes {expected:,} bytes, the file has {size:,}")
+    if size > expected:
+        raise ValueError(f"{path} has {size - expected:,} bytes past the tensors its header describes")
+    return entries
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` string map of a safetensors file's header (empty when it has none)."""
+    metadata = _header_json(path)[0].get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path} is not a safetensors file: its __metadata__ is not a map of strings")
+    return metadata
+
+
+def _header_json(path: Path) -> tuple[dict, int]:
+    """The JSON object of a safetensors header and its length in bytes, checked against the file's size."""
     size = path.stat().st_size
     with path.open("rb") as file:
         length_bytes = file.read(8)
@@ -207,36 +274,22 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         raise ValueError(f"{path} is not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file: its header is not a JSON object")
-    header.pop("__metadata__", None)
-    entries, spans = {}, []
-    for name, info in header.items():
-        entries[name], span = _entry(path, name, info)
-        spans.append(span)
-    end = 0
-    for begin, stop in sorted(spans):
-        if begin != end:
-            raise ValueError(f"{path}: its header's tensors overlap or leave gaps (at byte {begin:,} of the data)")
-        end = stop
-    expected = 8 + length + end
-    if size < expected:
-        raise ValueError(f"{path} is truncated: its header describes {expected:,} bytes, the file has {size:,}")
-    if size > expected:
-        raise ValueError(f"{path} has {size - expected:,} bytes past the tensors its header describes")
-    return entries
+    return header, length
 
 
-def _entry(path: Path, name: str, info: Any) -> tuple[TensorEntry, tuple[int, int]]:
-    """A header entry as a ``TensorEntry`` and its byte span; a one-line ``ValueError`` when it is malformed."""
+def _entry(path: Path, name: str, info: Any, dtypes: dict[str, int]) -> tuple[TensorEntry, tuple[int, int]]:
+    """A header entry as a ``TensorEntry`` and its byte span; a one-line ``ValueError`` when it is malformed
+    or its dtype is not one of ``dtypes`` (names and sizes in bytes)."""
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise ValueError(f"{path}: the header entry of tensor {name} is not (dtype, shape, data_offsets)")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{path}: tensor {name} has dtype {dtype}, not one of a model's {', '.join(FLOAT_DTYPES)}")
+    if not isinstance(dtype, str) or dtype not in dtypes:
+        raise ValueError(f"{path}: tensor {name} has dtype {dtype}, not one of a model's {', '.join(dtypes)}")
     if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
         raise ValueError(f"{path}: tensor {name} has shape {shape}, not a list of sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)):
         raise ValueError(f"{path}: tensor {name} has data_offsets {offsets}, not [begin, end]")
-    nbytes = math.prod(shape) * FLOAT_DTYPES[dtype]
+    nbytes = math.prod(shape) * dtypes[dtype]
     if not 0 <= offsets[0] <= offsets[1] or offsets[1] - offsets[0] != nbytes:
         raise ValueError(
             f"{path}: tensor {name} ({dtype}, shape {shape}) needs {nbytes:,} bytes, "
@@ -245,12 +298,15 @@ def _entry(path: Path, name: str, info: Any) -> tuple[TensorEntry, tuple[int, in
     return TensorEntry(dtype, tuple(shape)), (offsets[0], offsets[1])
 
 
-def check_tensors(model: torch.nn.Module, header: dict[str, TensorEntry], path: Path, config_path: Path) -> None:
-    """Refuse, in one line, a header whose tensor names or shapes are not exactly those of ``model``.
+def check_tensors(
+    state: dict[str, torch.Tensor], header: dict[str, TensorEntry], path: Path, config_path: Path, dtypes: bool = False
+) -> None:
+    """Refuse, in one line, a header whose tensor names or shapes are not exactly those of a model's ``state``
+    (its ``state_dict(keep_vars=True)``, or ``int8_tensors``); with ``dtypes``, its dtypes too (int8 weights
+    are not cast: each must be stored as the int8 model holds it).
 
     Tied weights (one tensor under several names) must be stored under exactly one of their names.
     """
-    state = model.state_dict(keep_vars=True)
     names_in_file = set(header)
     for names in _tied_groups(state):
         stored = [name for name in names if name in names_in_file]
@@ -265,6 +321,9 @@ def check_tensors(model: torch.nn.Module, header: dict[str, TensorEntry], path: 
                 f"{path}: tensor {name} has shape {list(header[name].shape)}, but {config_path} "
                 f"needs {list(expected)}: the two files do not belong together"
             )
+        wanted = _SAFETENSORS_DTYPES[state[name].dtype]
+        if dtypes and header[name].dtype != wanted:
+            raise ValueError(f"{path}: tensor {name} is {header[name].dtype}, but an int8 model holds it as {wanted}")
         names_in_file.discard(name)
     if names_in_file:
         raise ValueError(f"{path} has tensors the model of {config_path} does not: {sorted(names_in_file)[:3]}")

@@ -80,3 +80,65 @@ def is_int8(model: nn.Module) -> bool:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
     return any(isinstance(module, DynamicQuantizedLinear) for module in model.modules())
+
+
+# --- saving and loading int8 weights as plain tensors -------------------------------------------
+# A quantized linear's own state dict holds a packed fbgemm blob (a pickled tuple), which
+# safetensors cannot store. ``int8_tensors`` writes each one as three plain tensors instead:
+# ``<path>.weight`` (int8, one row per output), ``<path>.weight_scale`` (float64, one per row) and
+# ``<path>.weight_zero_point`` (int64, one per row; 0 with the symmetric observer used here), plus
+# ``<path>.bias`` when it has one. Loading rebuilds the very same int8 tensor, so a saved and
+# reloaded model computes exactly what the one it was saved from did.
+INT8_SUFFIXES = (".weight", ".weight_scale", ".weight_zero_point", ".bias")
+
+
+def _int8_linears(model: nn.Module) -> dict[str, nn.Module]:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, DynamicQuantizedLinear)}
+
+
+def int8_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """Every tensor of an int8 ``model`` under a plain name (tied ones under each of their names), for safetensors."""
+    linears = _int8_linears(model)
+    if not linears:
+        raise ValueError("int8_tensors needs a model quantize_int8 has converted")
+    tensors = {
+        name: tensor
+        for name, tensor in model.state_dict(keep_vars=True).items()
+        if not any(name.startswith(path + ".") for path in linears)
+    }
+    for path, linear in linears.items():
+        weight = linear.weight()
+        tensors[f"{path}.weight"] = weight.int_repr()
+        tensors[f"{path}.weight_scale"] = weight.q_per_channel_scales()
+        tensors[f"{path}.weight_zero_point"] = weight.q_per_channel_zero_points()
+        if linear.bias() is not None:
+            tensors[f"{path}.bias"] = linear.bias()
+    return tensors
+
+
+def load_int8_tensors(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+    """Put ``int8_tensors``' output into an int8 ``model`` of the same shape (names and shapes already checked)."""
+    linears = _int8_linears(model)
+
+    def plain(name: str) -> bool:
+        return not any(name.startswith(path + ".") for path in linears)
+
+    targets = {name: t for name, t in model.state_dict(keep_vars=True).items() if plain(name)}
+    given = {name: t for name, t in tensors.items() if plain(name)}
+    if set(given) != set(targets):
+        raise ValueError(f"int8 weights do not fit the model: {sorted(set(given) ^ set(targets))[:3]}")
+    with torch.no_grad():
+        for name, tensor in given.items():
+            targets[name].copy_(tensor)
+    for path, linear in linears.items():
+        weight = torch._make_per_channel_quantized_tensor(
+            tensors[f"{path}.weight"], tensors[f"{path}.weight_scale"], tensors[f"{path}.weight_zero_point"], 0
+        )
+        linear.set_weight_bias(weight, tensors.get(f"{path}.bias"))
+
+
+def int8_layout(model: GPT) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """The dtype and shape of every tensor ``int8_tensors(model)`` gives: what a saved int8 file must hold."""
+    return {name: (t.dtype, tuple(t.shape)) for name, t in int8_tensors(model).items()}

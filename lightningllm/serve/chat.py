@@ -23,13 +23,15 @@ def chat(
     temperature: float = 0.8,
     top_p: float | None = 0.95,
     seed: int | None = None,
+    quantize: str | None = None,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
 ) -> None:
-    """Run the chat loop on the model of ``source`` (a checkpoint or an export folder)."""
+    """Run the chat loop on the model of ``source`` (a checkpoint or an export folder); ``quantize`` ``int8``
+    runs it with int8 block weights."""
     from lightningllm.checkpoint import load_source
 
-    model, tokenizer = load_source(source)
+    model, tokenizer = load_source(source, quantize)
     if tokenizer is None:
         raise ValueError(f"{source} holds no tokenizer, and a chat needs one")
     block_size = model.config.block_size

@@ -22,9 +22,11 @@ def serve(
     max_batch: int = 32,
     max_tokens: int | None = None,
     name: str | None = None,
+    quantize: str | None = None,
     graceful_seconds: float = 30.0,
 ) -> None:
-    """Serve the model of ``source`` (a checkpoint, or an export folder) at ``http://host:port``."""
+    """Serve the model of ``source`` (a checkpoint, or an export folder) at ``http://host:port``; ``quantize``
+    ``int8`` runs it with int8 block weights (``lightningllm.model.quantize_int8``)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -38,7 +40,7 @@ def serve(
         raise ValueError(f"--port must be from 0 to 65535, got {port}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"--max_tokens must be at least 1, got {max_tokens}")
-    model, tokenizer = load_source(source)
+    model, tokenizer = load_source(source, quantize)
     if tokenizer is None:
         raise ValueError(f"{source} holds no tokenizer, and serving text needs one")
     engine = Engine(model.eval(), tokenizer, max_batch=max_batch).start()

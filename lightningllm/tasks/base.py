@@ -1,6 +1,6 @@
 """The task interface: examples with a checker, and ``evaluate``, which scores a model on them.
 
-A ``Task`` gives examples per split (``train``, ``val``, ``test``): a prompt, the reference
+A ``Task`` gives examples per split (``train``, ``val``, ``test``, and any more it offers): a prompt, the reference
 completion, the short answer a reader checks against, and a group (scores are also reported
 per group, e.g. per number of reasoning steps). ``score(example, completion)`` returns 1.0 for
 a right completion and 0.0 for a wrong one; values in between are allowed (a partial reward).
@@ -44,7 +44,8 @@ class Task(Protocol):
     """Name of the mean score in logs, e.g. ``exact_match`` (logged as ``val/exact_match``)."""
 
     def examples(self, split: str) -> Sequence[Example]:
-        """The examples of ``split`` (``train``, ``val`` or ``test``)."""
+        """The examples of ``split``: ``train``, ``val``, ``test``, or another held-out split the task offers
+        (``TaskEval(test_splits=...)`` scores them; an unknown split is a ``ValueError``)."""
         ...
 
     def score(self, example: Example, completion: str) -> float:

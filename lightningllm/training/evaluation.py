@@ -4,7 +4,10 @@ The task comes from the data module through the declared contract (``TokenDataMo
 see ``lightningllm.tasks``); a data module without one is skipped. During fit the mean score
 is logged as ``val/<metric>`` and per group as ``val/<metric>_<group>`` (e.g.
 ``val/exact_match``, ``val/exact_match_2step``); ``lightningllm test`` scores the whole test
-split, logs ``test/<metric>*`` and prints sample answers beside the expected ones.
+split, logs ``test/<metric>*`` and prints sample answers beside the expected ones. A task may offer
+more held-out splits than ``test`` (the built-in reasoning task has ``heldout``, wordings never
+trained on, and ``long``, more steps than trained on): ``test_splits`` names the ones ``test``
+scores, each logged as ``test/<split>_<metric>*``.
 
 Across several processes (DDP) each rank decodes every ``world_size``-th example and the
 per-group sums and counts are added up over the ranks, so the score is the whole split's, for
@@ -31,16 +34,29 @@ def task_of(trainer: L.Trainer) -> Task | None:
 class TaskEval(L.Callback):
     """Scores greedy answers on a task's held-out examples during validation and test."""
 
-    def __init__(self, every_n_val: int = 1, num_val_examples: int = 150, num_samples: int = 6, batch_size: int = 64):
+    def __init__(
+        self,
+        every_n_val: int = 1,
+        num_val_examples: int = 150,
+        num_samples: int = 6,
+        batch_size: int = 64,
+        test_splits: list[str] | None = None,
+    ):
         """
         Args:
             every_n_val: score the task on every n-th validation run during fit.
             num_val_examples: examples scored during fit (the test run scores the whole test split).
-            num_samples: sample answers printed at test time.
+            num_samples: sample answers printed at test time (per split).
             batch_size: prompts decoded together.
+            test_splits: the task's splits ``lightningllm test`` scores, in order (default ``[test]``); each
+                split but ``test`` is logged under its name, e.g. ``test/heldout_exact_match``.
         """
         if every_n_val < 1:
             raise ValueError(f"TaskEval.every_n_val must be at least 1, got {every_n_val}")
+        test_splits = ["test"] if test_splits is None else list(test_splits)
+        if not test_splits or len(set(test_splits)) != len(test_splits) or not all(test_splits):
+            raise ValueError(f"TaskEval.test_splits must name distinct splits, got {test_splits}")
+        self.test_splits = test_splits
         self.every_n_val = every_n_val
         self.num_val_examples = num_val_examples
         self.num_samples = num_samples
@@ -61,18 +77,21 @@ class TaskEval(L.Callback):
                 "remove the TaskEval callback for this data"
             )
 
-    def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None):
+    def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None, stage: str = ""):
         task = task_of(trainer)
         if module.tokenizer is None:
             return None
         examples = list(task.examples(split))[:limit]
+        if not examples:
+            raise ValueError(f"TaskEval: task {task.name} has no examples in split {split!r}")
         mine = examples[trainer.global_rank :: trainer.world_size]  # this rank's share
         with gathered(module.model) as gpt:  # sharded (FSDP2): every rank decodes with a whole copy
             completions = complete(gpt, module.tokenizer, task, mine, self.batch_size) if mine else []
         scores = _scores_over_ranks(trainer, task, examples, mine, completions)
+        prefix = f"{stage or split}/" + (f"{split}_" if stage and split != stage else "")
         for group, value in scores.items():
             name = task.metric if group == "all" else f"{task.metric}_{group_tag(group)}"
-            module.log(f"{split}/{name}", value, sync_dist=True)  # the same value on every rank already
+            module.log(prefix + name, value, sync_dist=True)  # the same value on every rank already
         return task, mine, completions, scores, len(examples)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -86,16 +105,21 @@ class TaskEval(L.Callback):
                 print(f"\nstep {trainer.global_step}: val {format_scores(task, scores)}")
 
     def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        result = self._run(trainer, module, "test", None)
-        if result is None or not trainer.is_global_zero:
-            return
-        task, examples, completions, scores, total = result  # samples from this rank's share
-        print()
-        stride = max(1, len(examples) // max(1, self.num_samples))  # samples from every group
-        for example, completion in list(zip(examples, completions, strict=True))[::stride][: self.num_samples]:
-            verdict = "right" if task.score(example, completion) >= 1.0 else "WRONG"
-            print(f"{example.prompt}{completion}\n  [{verdict}: expected {example.answer}]\n")
-        print(f"held-out test split ({total} examples): {format_scores(task, scores)}")
+        summary = []
+        for split in self.test_splits:
+            result = self._run(trainer, module, split, None, stage="test")
+            if result is None or not trainer.is_global_zero:
+                continue
+            task, examples, completions, scores, total = result  # samples from this rank's share
+            print(f"\n--- samples of the {split} split")
+            stride = max(1, len(examples) // max(1, self.num_samples))  # samples from every group
+            for example, completion in list(zip(examples, completions, strict=True))[::stride][: self.num_samples]:
+                verdict = "right" if task.score(example, completion) >= 1.0 else "WRONG"
+                print(f"{example.prompt}{completion}\n  [{verdict}: expected {example.answer}]\n")
+            label = "held-out test split" if split == "test" else f"{split} split"
+            summary.append(f"{label} ({total} examples): {format_scores(task, scores)}")
+        if summary:
+            print("\n".join(summary))
 
 
 def _scores_over_ranks(

@@ -31,12 +31,14 @@ from lightningllm.model import (
     Muon,
     apply_lora,
     generate,
+    is_int8,
     lr_at,
     param_groups,
+    quantize_int8,
     trainable_parameters,
 )
 from lightningllm.model.generate import check_sampling, check_seed
-from lightningllm.model.lora import lora_layers
+from lightningllm.model.lora import lora_layers, merged_state_dict
 from lightningllm.model.optim import Schedule
 from lightningllm.sharded_checkpoint import is_sharded_checkpoint
 from lightningllm.training.clock import TrainingClock
@@ -116,6 +118,7 @@ class LitGPT(L.LightningModule):
         init_from: str | None = None,
         skip_nonfinite_steps: int = 0,
         lora: LoRAConfig | None = None,
+        quantize: Literal["int8"] | None = None,
     ):
         """
         Args:
@@ -158,6 +161,9 @@ class LitGPT(L.LightningModule):
                 other weight is frozen and bit-identical at the end, and the optimizer holds state for the
                 adapters only. Checkpoints hold the base weights and the adapters; ``lightningllm export`` writes
                 the merged model, ``lightningllm export --adapter_only`` the adapters alone (peft's files).
+            quantize: validate/test/predict: ``int8`` runs the model with int8 block weights on the CPU
+                (``lightningllm.model.quantize_int8``; a LoRA model's adapters are folded in first), as
+                ``lightningllm serve --quantize int8`` does; ``predict --quantize int8`` is the shortcut. Not for fit.
         """
         super().__init__()
         _check_training_options(locals())
@@ -230,6 +236,11 @@ class LitGPT(L.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.quantize is not None:
+            raise ValueError(
+                "model.quantize int8 is for inference (validate, test, predict, serve): int8 layers do not train; "
+                "leave it out of fit"
+            )
         self.check_strategy(self.trainer.strategy, stage)
         destroy_process_group_at_exit()
         data = self.trainer.datamodule
@@ -261,6 +272,11 @@ class LitGPT(L.LightningModule):
             )
         elif config.vocab_size is None:
             raise ValueError("model.config.vocab_size is not set and the data module has no tokenizer: set it")
+        if pretrained is not None and is_int8(pretrained) and self._stage == "fit":
+            raise ValueError(
+                f"model.init_from {self.hparams.init_from} holds int8 weights (an `export --quantize int8`), which do "
+                "not train: start from the float export or the checkpoint"
+            )
         if data is not None and data.block_size > config.block_size:
             raise ValueError(
                 f"data.block_size ({data.block_size}) is longer than model.config.block_size ({config.block_size})"
@@ -406,7 +422,34 @@ class LitGPT(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.clock.pause()
 
+    def quantize_for_inference(self) -> None:
+        """With ``quantize`` int8: swap the model for its int8 version (adapters folded in), once, after the
+        checkpoint's weights are in place (the ``on_*_start`` hooks of validate, test and predict run after)."""
+        if self.hparams.quantize is None or self.model is None or is_int8(self.model):
+            return
+        if is_sharded(self.model):
+            raise ValueError("model.quantize int8 runs a whole model in one process: leave out ModelParallelStrategy")
+        if self.device.type != "cpu":
+            raise ValueError(
+                f"model.quantize int8 runs on the CPU (fbgemm kernels), not on {self.device.type}: add "
+                "--trainer.accelerator cpu, or leave --quantize out"
+            )
+        model = self.model
+        if lora_layers(model):
+            model = GPT(self.config)
+            model.load_state_dict(merged_state_dict(self.model))
+        self.model = quantize_int8(model)
+        self._compiled_call = None  # int8 layers run eagerly
+
+    def on_test_start(self) -> None:
+        self.quantize_for_inference()
+
+    def on_predict_start(self) -> None:
+        self.quantize_for_inference()
+
     def on_validation_start(self) -> None:
+        if self.trainer.state.fn != "fit":
+            self.quantize_for_inference()
         self.clock.pause()  # validation time is not training time
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.check_finite("it is not validated")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightningllm.model import GPT, GPTConfig, LoRAConfig, apply_lora, generate
+from lightningllm.model.pretrained import read_header, read_metadata
 from lightningllm.model.quantize import is_int8, quantize_int8
 
 # torch.save / torch.load of quantized tensors go through torch's own TypedStorage and warn about it.
@@ -104,3 +105,52 @@ def test_what_cannot_be_quantized_is_refused_in_one_line():
         quantize_int8(once)
     with pytest.raises(ValueError, match="float32 model on the CPU, got torch.bfloat16"):
         quantize_int8(GPT(GPTConfig.from_name("debug")).to(torch.bfloat16))
+
+
+def test_an_int8_folder_reloads_the_very_same_int8_model(tmp_path):
+    fp32 = trained(steps=5, bias=True)
+    fp32.save_pretrained(tmp_path / "fp32")
+    int8 = quantize_int8(copy.deepcopy(fp32))
+    int8.save_pretrained(tmp_path / "int8")
+    loaded = GPT.from_pretrained(tmp_path / "int8")
+    assert is_int8(loaded) and not is_int8(GPT.from_pretrained(tmp_path / "fp32"))
+    assert loaded.lm_head.weight is loaded.wte.weight
+    idx = torch.randint(0, 128, (2, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx), int8(idx))  # the same int8 rows and scales, not a re-quantization
+    header = read_header(tmp_path / "int8" / "model.safetensors", int8=True)
+    assert header["blocks.0.attn.qkv.weight"].dtype == "I8" and header["blocks.0.attn.qkv.bias"].dtype == "F32"
+    linears = [m for m in fp32.blocks.modules() if isinstance(m, nn.Linear)]
+    shrink = sum(m.weight.numel() * 3 - m.out_features * 16 for m in linears)  # 4 → 1 byte, + scale, zero point
+    sizes = [(tmp_path / name / "model.safetensors").stat().st_size for name in ("fp32", "int8")]
+    assert sizes[0] - sizes[1] >= shrink - 4096  # the header names three tensors per linear instead of one
+
+
+def _rewrite(path, tensors, metadata):
+    from safetensors.torch import save
+
+    path.write_bytes(save(tensors, metadata=metadata))
+
+
+def test_tampered_int8_and_float_folders_are_refused_in_one_line(tmp_path):
+    from safetensors.torch import load_file
+
+    int8 = quantize_int8(trained(steps=1))
+    int8.save_pretrained(tmp_path / "int8")
+    weights = tmp_path / "int8" / "model.safetensors"
+    tensors, metadata = load_file(weights), read_metadata(weights)
+    changed = {**tensors, "blocks.0.mlp.fc.weight": tensors["blocks.0.mlp.fc.weight"].float()}
+    _rewrite(weights, changed, metadata)  # an int8 folder with a float weight: not what the int8 model holds
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc\.weight is F32, but an int8 model holds it as I8"):
+        GPT.from_pretrained(tmp_path / "int8")
+    _rewrite(weights, tensors, {**metadata, "quantization": "int4"})
+    with pytest.raises(ValueError, match="unknown quantization 'int4'"):
+        GPT.from_pretrained(tmp_path / "int8")
+    fp32 = trained(steps=1)
+    fp32.save_pretrained(tmp_path / "fp32")
+    weights = tmp_path / "fp32" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["blocks.0.mlp.fc.weight"] = tensors["blocks.0.mlp.fc.weight"].to(torch.int8)
+    _rewrite(weights, tensors, None)  # int8 values in a float folder (no quantization metadata): refused, not cast
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.fc\.weight has dtype I8, not one of a model's F64"):
+        GPT.from_pretrained(tmp_path / "fp32")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightningllm.data import Tokenizer
 from lightningllm.data.instruct import format_prompt
@@ -219,3 +221,56 @@ def test_serving_a_missing_model_is_a_one_line_error(tmp_path):
     result = run_cli("serve", "--model", str(tmp_path / "nothing"), cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "does not exist" in result.stderr
+
+
+def test_quantize_int8_serves_predicts_and_exports_the_int8_model(export, tmp_path):
+    """``--quantize int8`` is applied, not ignored: serve, predict and an ``export --quantize int8`` folder all
+    give the int8 model's text, which differs from float32's by construction. Every block's first norm zeroes
+    input feature 0 and its qkv weight gets a huge column there: float32 never sees it, but each int8 row's
+    one scale then rounds every other weight of the row to 0, so the int8 model attends to nothing."""
+    from lightningllm.model import quantize_int8
+
+    fresh = tmp_path / "outlier"
+    model = GPT.from_pretrained(export)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.norm_1.weight[0] = block.norm_1.bias[0] = 0.0
+            block.attn.qkv.weight[:, 0] = 1e4
+    model.save_pretrained(fresh)
+    shutil.copy(export / "tokenizer.json", fresh / "tokenizer.json")
+    tokenizer, prompt = Tokenizer.from_file(fresh), "the dog"
+    fp32 = GPT.from_pretrained(fresh).eval()
+    int8 = quantize_int8(GPT.from_pretrained(fresh))
+
+    def greedy(model: GPT) -> str:
+        new = generate(model, [tokenizer.encode(prompt)], max_new_tokens=24, temperature=0, eos_id=tokenizer.eos_id)
+        return tokenizer.decode(new[0])
+
+    expected = greedy(int8)
+    assert expected != greedy(fp32)  # otherwise this test could not tell int8 from float32
+    process, url = start_server(fresh, "--quantize", "int8")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        reply = client.completions.create(model="outlier", prompt=prompt, max_tokens=24, temperature=0)
+        assert reply.choices[0].text == expected
+    finally:
+        assert stop(process) == 143
+    out = tmp_path / "predictions.jsonl"
+    result = run_cli(
+        "predict", "--model.init_from", str(fresh), "--quantize", "int8", "--prompt", prompt,
+        "--model.temperature", "0", "--model.max_new_tokens", "24", "--output", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(out.read_text().splitlines()[0])["completion"] == expected
+    int8_dir = tmp_path / "int8"
+    result = run_cli("export", "--ckpt_path", str(fresh), "--out", str(int8_dir), "--quantize", "int8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert greedy(GPT.from_pretrained(tmp_path / "int8")) == expected
+    prompt = format_prompt("the dog")  # lightningllm chat --quantize int8: the same int8 model in the terminal
+    chat = [sys.executable, "-m", "lightningllm", "chat", "--model", str(fresh), "--quantize", "int8",
+            "--temperature", "0", "--max_tokens", "24"]  # fmt: skip
+    result = subprocess.run(chat, input="the dog\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and result.stdout.splitlines()[1] == f"> {greedy(int8)}", result.stderr[-2000:]
+    assert greedy(int8) != greedy(fp32)
+    sizes = [(folder / "model.safetensors").stat().st_size for folder in (fresh, tmp_path / "int8")]
+    assert sizes[1] < 0.6 * sizes[0]

@@ -75,3 +75,41 @@ def test_under_ddp_each_rank_scores_its_share_and_the_score_is_the_whole_splits(
     assert metrics["val/exact_match_early"] == metrics["val/exact_match_late"] == 0.5
     shares = sorted(path.read_text() for path in tmp_path.glob("*.txt"))
     assert shares == ["000000", "111111"]  # two processes, six examples each, none decoded twice
+
+
+class SplitTask:
+    """Right on every ``test`` example, wrong on every ``extra`` one; no examples in any other split."""
+
+    name, metric = "splits", "exact_match"
+
+    def examples(self, split: str) -> list[Example]:
+        answer = {"test": "1", "extra": "0"}.get(split)
+        return [Example("ab", "a", answer, "g") for _ in range(4)] if answer else []
+
+    def score(self, example: Example, completion: str) -> float:
+        return float(example.answer == "1")
+
+
+class SplitData(PlainText):
+    task = SplitTask()
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randint(0, 3, (4, 9)), batch_size=2)
+
+
+def test_each_of_test_splits_is_scored_and_logged_under_its_name(capsys):
+    def run(splits):
+        trainer = L.Trainer(callbacks=[TaskEval(test_splits=splits)], logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+        module = LitGPT(GPTConfig.from_name("debug", vocab_size=None, block_size=32))
+        return trainer.test(module, datamodule=SplitData())
+
+    (metrics,) = run(["test", "extra"])
+    assert metrics["test/exact_match"] == 1.0 and metrics["test/extra_exact_match"] == 0.0
+    assert metrics["test/extra_exact_match_g"] == 0.0
+    out = capsys.readouterr().out
+    assert "held-out test split (4 examples): exact match 100.0%" in out and "extra split (4 examples)" in out
+    with pytest.raises(ValueError, match="task splits has no examples in split 'nothing'"):
+        run(["test", "nothing"])
+    with pytest.raises(ValueError, match="TaskEval.test_splits must name distinct splits"):
+        TaskEval(test_splits=["test", "test"])
