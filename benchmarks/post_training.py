@@ -1,14 +1,15 @@
 """Benchmark: post-training a weak reasoning model: continued SFT vs DPO vs GRPO, at equal minutes.
 
 1. Pretrain ``configs/demo.yaml`` for ``--pretrain-steps`` (500 of its 1,500: a deliberately weak model,
-   about half the held-out problems right) and export it: the starting checkpoint of every method
-   (or ``--base DIR``: start from that export).
+   which got about half the held-out problems right on the earlier 1- to 3-step corpus) and export it: the
+   starting checkpoint of every method (or ``--base DIR``: start from that export).
 2. Give each method ``--minutes`` of training wall-clock on these CPUs, from that export:
    - ``sft``: continued supervised training on the built-in corpus (``configs/demo.yaml``, the problems mixed);
    - ``dpo``: pairs built by the checker first (for ``--pair-prompts`` training prompts, ``--samples``
      completions of the starting model at temperature 1; a verified-correct and an incorrect one of the
      same prompt make a pair), then ``configs/dpo-reasoning.yaml``; building the pairs is part of its minutes;
-   - ``grpo``: ``configs/grpo-reasoning.yaml``.
+   - ``grpo``: ``configs/grpo-reasoning.yaml``, on the demo's 1- to 5-step problems (the config keeps to 1 to 3
+     steps, for cheap sampling; here every method trains on the mix it is scored on).
 3. Every ``--eval-every`` minutes of training the clock stops for greedy exact match on
    ``--eval-examples`` held-out test problems (the same ones for every method).
 
@@ -48,6 +49,8 @@ from lightningllm.tasks.reasoning import ReasoningDataModule  # noqa: E402
 
 CONFIGS = REPO / "configs"
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+GRPO_ALL_STEPS = ["--data.init_args.task_data.init_args.step_mix=[1,1,1,1,1]", "--model.init_args.max_new_tokens=400"]
+"""The demo's step mix for GRPO, and room for a 5-step answer (up to ~360 tokens)."""
 NO_VALIDATION = ["--trainer.limit_val_batches=0", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"]
 
 
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
                 config = [f"--config={CONFIGS / 'dpo-reasoning.yaml'}", f"--data.train_file={pairs}"]
             else:
                 task_cache = f"--data.init_args.task_data.init_args.cache_dir={work / 'cache'}"
-                config = [f"--config={CONFIGS / 'grpo-reasoning.yaml'}", task_cache]
+                config = [f"--config={CONFIGS / 'grpo-reasoning.yaml'}", task_cache, *GRPO_ALL_STEPS]
             curve = ExactMatchCurve(task, held_out, every, offset)
             curve.points.append({"minutes": round(offset / 60, 2), "step": 0, "exact_match": start_scores["all"]})
             extra = shlex.split(getattr(args, f"{method}_args"))

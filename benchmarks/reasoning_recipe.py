@@ -2,11 +2,12 @@
 
 Trains ``lightningllm.model.GPT`` in a plain loop on batches from the demo's own
 ``ReasoningDataModule``: the same tokenizer (BPE with single-digit tokens by default, or
-characters), shards of ``block_size + 1``-token windows, the loss on answer tokens only
-(``--answer-only 0`` trains on every token), read in order so the corpus curriculum is kept
-(unless ``--shuffle``). The learning rate warms up over steps and then
-follows a cosine over the *time* budget, so ``--minutes`` alone sets the run length (``--steps``
-sets it in optimizer steps instead, fairer when other processes share the CPU). Every
+characters), one problem per sample (a batch's rows padded to its longest, a problem longer than
+``block_size + 1`` tokens cut), the loss on answer tokens only (``--answer-only 0`` trains on every
+token), read in order so the corpus curriculum is kept (unless ``--shuffle``). The learning rate
+warms up over steps and then follows a cosine over the *time* budget, so ``--minutes`` alone sets
+the run length (``--steps`` sets it in optimizer steps instead, fairer when other processes share
+the CPU). Every
 ``--eval-every`` minutes the clock pauses for batched greedy decoding of held-out test problems;
 the run ends with a larger final evaluation. Examples::
 
@@ -25,7 +26,7 @@ import torch
 from lightningllm.model import GPT, GPTConfig, lr_at, param_groups
 from lightningllm.tasks import Example, evaluate
 from lightningllm.tasks.reasoning import ReasoningDataModule
-from lightningllm.tasks.reasoning.corpus import WORKING_STYLES
+from lightningllm.tasks.reasoning.corpus import MAX_STEPS, WORKING_STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,21 +38,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe")
     p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
     p.add_argument("--answer-only", type=int, default=1, help="1: loss on answer tokens only (as the demo)")
-    p.add_argument("--max-steps", type=int, default=3, choices=(1, 2, 3), help="most steps per problem")
+    p.add_argument(
+        "--max-steps", type=int, default=MAX_STEPS, choices=range(1, MAX_STEPS + 1), help="most steps per problem"
+    )
     p.add_argument("--curriculum", choices=("staged", "none"), default="staged")
     p.add_argument("--num-train", type=int, default=60_000, help="training problems (the stream cycles)")
-    p.add_argument("--shuffle", action="store_true", help="shuffle windows instead of reading them in order")
+    p.add_argument("--shuffle", action="store_true", help="shuffle problems instead of reading them in order")
     p.add_argument("--seed", type=int, default=1234)
     # model
     p.add_argument("--n-layer", type=int, default=3)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--block-size", type=int, default=512, help="most tokens of a training sample (one problem)")
     p.add_argument("--pos-emb", choices=("learned", "sinusoidal", "rope"), default="rope")
     p.add_argument("--mlp", choices=("gelu", "swiglu"), default="gelu")
     p.add_argument("--norm", choices=("layernorm", "rmsnorm"), default="layernorm")
     # optimization
-    p.add_argument("--batch-size", type=int, default=16, help="windows per optimizer step")
+    p.add_argument("--batch-size", type=int, default=16, help="problems per optimizer step")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=100, help="warmup in optimizer steps")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    mix = tuple(1.0 if k <= args.max_steps else 0.0 for k in (1, 2, 3))
+    mix = tuple(1.0 if k <= args.max_steps else 0.0 for k in range(1, MAX_STEPS + 1))
     # The demo's own data module: same corpus, tokenizer, shards and loss mask as `lightningllm fit`.
     data = ReasoningDataModule(
         corpus_seed=args.seed,
@@ -108,11 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     test = list(task.examples("test"))
     eval_set = balanced(test[::-1], args.eval_n, args.max_steps)  # disjoint from the final set's head
     final_set = balanced(test, args.final_n, args.max_steps)
-    stream_tokens = data.num_train_samples() * args.block_size
-
+    samples = data.num_train_samples()  # one per training problem
+    # Room to decode the longest answer of the evaluation sets after their longest question (evaluate's budget).
+    longest = {
+        part: max(len(vocab.encode(getattr(e, part))) for e in eval_set + final_set)
+        for part in ("prompt", "completion")
+    }
     config = GPTConfig(
         vocab_size=vocab.vocab_size,
-        block_size=max(args.block_size, 384),  # room to decode a whole 3-step answer
+        block_size=max(args.block_size, longest["prompt"] + longest["completion"] + 8),
         n_layer=args.n_layer,
         n_head=args.n_head,
         n_embd=args.n_embd,
@@ -127,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), foreach=True)
     print(
         f"working={args.working} steps<={args.max_steps} curriculum={args.curriculum} shuffle={args.shuffle} "
-        f"vocab={vocab.vocab_size} params={model.num_params():,} windows={data.num_train_samples()} "
-        f"({stream_tokens / 1e6:.2f}M tokens, {args.num_train} problems)"
+        f"vocab={vocab.vocab_size} params={model.num_params():,} samples={samples} "
+        f"({data.report['tokens']['train'] / 1e6:.2f}M tokens, {args.num_train} problems)"
     )
     print(f"example: {data.corpus().problems('train')[0].text!r}")
 
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             model.train()
             print(
                 f"[{trained_s / 60:5.2f} min] step {step:5d} loss {loss.item():.3f} lr {lr:.2e} "
-                f"{tokens / trained_s:,.0f} tok/s epoch {tokens / stream_tokens:.2f} | "
+                f"{tokens / trained_s:,.0f} tok/s epoch {step * args.batch_size / samples:.2f} | "
                 f"{fmt(result, args.max_steps, len(eval_set))}",
                 flush=True,
             )

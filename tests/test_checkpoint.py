@@ -25,9 +25,18 @@ from tests.conftest import CONFIGS, REPO, run_cli
 
 DEBUG = str(CONFIGS / "debug.yaml")
 # debug.yaml's data settings, so a CLI run in the same folder reuses the prepared shards and tokenizer.
-DEBUG_DATA = dict(tokenizer_kind="bpe", vocab_size=384, num_train=2000, num_val=60, num_test=30, block_size=64)
-# A shape unlike debug.yaml's model (n_embd 32, rope, block 384): init_from must take the export's.
-EXPORT_SHAPE = dict(vocab_size=None, n_layer=2, n_head=3, n_embd=48, block_size=96, pos_emb="learned")
+DEBUG_DATA = dict(
+    tokenizer_kind="bpe",
+    vocab_size=384,
+    num_train=2000,
+    num_val=60,
+    num_test=30,
+    step_mix=(1, 1, 0, 0, 0),
+    block_size=320,
+)
+# A shape unlike debug.yaml's model (n_embd 32, rope, block 384): init_from must take the export's. Its context
+# holds debug.yaml's data.block_size (one whole 1- or 2-step problem per sample).
+EXPORT_SHAPE = dict(vocab_size=None, n_layer=2, n_head=3, n_embd=48, block_size=320, pos_emb="learned")
 
 
 @pytest.fixture(scope="module")

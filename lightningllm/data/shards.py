@@ -170,11 +170,15 @@ def chunk_records(split_dir: Path) -> list[int]:
 
 
 def record_lengths(split_dir: Path) -> np.ndarray:
-    """The tokens of each record of a record-shard folder, read once from its shards (int64, one per record)."""
+    """The tokens of each record of a record-shard folder, read once from its shards (int64, one per record).
+
+    Every record, counted from the index: in a data-parallel process (a corpus prepared under DDP)
+    litdata's own ``len`` is this rank's share only, while its items are read by global index.
+    """
     from litdata import StreamingDataset
 
-    records = StreamingDataset(str(split_dir), shuffle=False)
-    return np.fromiter((len(records[i]) for i in range(len(records))), dtype=np.int64, count=len(records))
+    records, count = StreamingDataset(str(split_dir), shuffle=False), sum(chunk_records(split_dir))
+    return np.fromiter((len(records[i]) for i in range(count)), dtype=np.int64, count=count)
 
 
 def sample_widths(lengths: np.ndarray, block_size: int) -> np.ndarray:

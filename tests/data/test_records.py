@@ -60,8 +60,9 @@ def prompt_of(dm: TextDataModule, inputs: list[int]) -> str:
     return PROMPT.search(dm.tokenizer.decode(inputs, skip_special=False)).group(0)
 
 
-def test_records_written_by_several_workers_are_one_item_each_with_their_lengths(tmp_path):
+def test_records_written_by_several_workers_are_one_item_each_with_their_lengths(tmp_path, monkeypatch):
     from litdata import StreamingDataset
+    from litdata.utilities.env import _DistributedEnv
 
     tokenizer = Tokenizer.train(["ab"], kind="char")
     pieces = PieceWriter(tmp_path, "train", piece_bytes=300)  # several pieces: both workers write chunks
@@ -74,6 +75,10 @@ def test_records_written_by_several_workers_are_one_item_each_with_their_lengths
     stored = [items[i] for i in range(len(items))]
     assert sum(chunk_records(tmp_path / "out")) == len(stored) == 39 and len(chunk_records(tmp_path / "out")) > 2
     assert record_lengths(tmp_path / "out").tolist() == [len(record) for record in stored]
+    with monkeypatch.context() as patch:  # in one process of two (prepared under DDP): still every record
+        patch.setattr(_DistributedEnv, "detect", lambda: _DistributedEnv(world_size=2, global_rank=0, num_nodes=1))
+        assert len(StreamingDataset(str(tmp_path / "out"), shuffle=False)) < 39  # litdata's len: the rank's share
+        assert record_lengths(tmp_path / "out").tolist() == [len(record) for record in stored]
     flag, (a, b) = context_flag(stored[0].dtype), tokenizer.encode("ab")
     for record in stored:  # one whole record each: flagged context, the answer, EOS
         context = int((record == (a | flag)).sum())

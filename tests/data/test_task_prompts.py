@@ -1,5 +1,7 @@
 """TaskPromptDataModule: a task's prompts in seeded, resumable, rank-cut batches, with the model's tokenizer."""
 
+import string
+
 import pytest
 
 from lightningllm.data import DataError, TaskPromptDataModule, Tokenizer
@@ -101,13 +103,15 @@ def test_without_a_tokenizer_path_the_task_data_supplies_its_own():
 
 
 def test_the_built_in_task_needs_no_preparation_given_a_tokenizer(tmp_path):
-    path = Tokenizer.train(["Q: A: 0123456789 abcdefghijklmnopqrstuvwxyz.?,!"], kind="char").save(tmp_path / "t.json")
+    alphabet = string.ascii_letters + string.digits + " \n.,?:'-+="  # every character the corpus writes
+    path = Tokenizer.train([alphabet], kind="char").save(tmp_path / "t.json")
     task_data = ReasoningDataModule(num_train=40, num_val=6, num_test=6, cache_dir=str(tmp_path / "cache"))
     data = TaskPromptDataModule(task_data, batch_size=4, tokenizer_path=str(path))
     data.prepare_data()
     data.setup("fit")
     assert not (tmp_path / "cache").exists()  # the problems are generated in memory; no shards were written
     assert len(data.splits["train"]) == 40 and data.splits["val"][0].prompt.startswith("Q: ")
+    assert all(data.tokenizer.decode(data.tokenizer.encode(e.prompt)) == e.prompt for e in data.splits["train"])
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,9 @@ class StopAt(L.Callback):
 def fit(tmp_path: Path, folder: str, stop: int | None = None, ckpt_path: str | None = None) -> LitGPT:
     """Six steps of the debug model on a small reasoning corpus, checkpoints written by the plugin."""
     L.seed_everything(0)
+    # Every token trained: a 32-token sample holds only the start of a question, which answer-only loss would skip.
     args = dict(num_train=300, num_val=20, num_test=20, block_size=32, batch_size=4, vocab_size=300)
+    args["answer_loss_only"] = False
     data = ReasoningDataModule(**args, cache_dir=str(tmp_path / "cache"))
     module = LitGPT(GPTConfig.from_name("debug", vocab_size=None), warmup_steps=2)
     trainer = L.Trainer(

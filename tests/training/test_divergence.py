@@ -47,6 +47,7 @@ def fit(tmp_path, callbacks, max_steps=8, **module_args) -> LitGPT:
     L.seed_everything(0)
     data = ReasoningDataModule(
         num_train=300, num_val=30, num_test=30, block_size=48, batch_size=4, vocab_size=320,
+        answer_loss_only=False,  # a 48-token sample holds only a question's start: train on it, so steps do train
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     module = LitGPT(GPTConfig.from_name("debug", vocab_size=None, block_size=48), warmup_steps=2, **module_args)

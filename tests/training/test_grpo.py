@@ -326,7 +326,8 @@ def test_two_processes_of_two_prompts_train_as_one_of_four(tmp_path):
 def test_the_reasoning_config_trains_an_export_from_the_command_line(tmp_path):
     corpus = ReasoningCorpus(num_train=300)
     tokenizer = Tokenizer.train([p.text for p in corpus.problems("train")], vocab_size=400, kind="bpe")
-    shape = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2, n_embd=32, pos_emb="rope")
+    # The config keeps to 1- to 3-step problems, whose prompts run to ~140 tokens here; 16 new tokens follow.
+    shape = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32, pos_emb="rope")
     GPT(shape).save_pretrained(tmp_path / "model")
     tokenizer.save(tmp_path / "model" / "tokenizer.json")
     result = run_cli(

@@ -21,7 +21,10 @@ def fit(
     **data_args,
 ) -> LitGPT:
     L.seed_everything(0)
+    # Every token trained: a 48-token sample holds only a question's start (each problem is one sample, cut to
+    # block_size + 1 tokens), which answer-only loss would leave without a target.
     args = dict(num_train=1000, num_val=30, num_test=30, block_size=48, batch_size=4, tokenizer_kind="bpe")
+    args["answer_loss_only"] = False
     data = ReasoningDataModule(**(args | {"vocab_size": 320, "cache_dir": str(tmp_path / "cache")} | data_args))
     module = LitGPT(GPTConfig.from_name("debug", vocab_size=None, block_size=48), warmup_steps=3, optimizer=optimizer)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / checkpoints, save_last=True), *(callbacks or [])]

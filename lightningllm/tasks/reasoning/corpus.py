@@ -1,19 +1,31 @@
 """The built-in reasoning corpus: seeded, step-by-step arithmetic word problems (standard library only).
 
-Each problem is a person with some countable objects who gains or loses some of them in 1 to 3
-steps; the answer restates the start, works every step as an ``a op b = c`` equation and ends
-with ``Answer: N``. All numbers are whole: start values and operands lie in 0..99 and every
-intermediate result in 0..999 (subtractions never go below zero). How a step is worked is a
+Each problem is a person with some countable objects who gains or loses some of them in 1 to 5 steps
+(6 to 8 in the ``long`` split); ``wording.py`` words it, from the names, objects and verbs of
+``lexicon.py``, with optional distractor sentences whose numbers must be ignored. All numbers are
+whole: start values and operands lie in 0..99 and every intermediate result in 0..999 (subtractions
+never go below zero).
+
+The worked answer copies before it computes: it restates the name and the start it read (``Mia
+starts with 17.``), then for every step the words that carry the number and the operation, as
+written (``Step 1: 25 more:``), and only then works the step, which opens with the operation they
+mean (``017+025: ...`` or ``17 + 25 = 42.``), and ends with ``Answer: N``. How a step is worked is a
 choice (``working``): ``plain`` writes only the equation; ``reversed`` writes the zero-padded
 operands and the result least-significant digit first; ``digits`` (the default) works column by
-column, units first, restating each column's two digits and incoming carry before its result
-digit and outgoing carry (``7+5+0=2c1``). Restating the digits splits every column into a copy
-and a one-digit sum, which a small char-level GPT learns several times faster than the bare
-result (benchmarks/reasoning_recipe.py compares the styles). The train/val/test split of a
-problem is a hash of its numbers and operations, so no test number sequence is ever seen in
-training, whatever the name, object or phrasing around it. ``ReasoningCorpus`` is a ``Corpus``
-(``lightningllm.data.prepare``): one document per problem, the question read as context and
-only the completion trained on (``answer_loss_only``), in generation order.
+column, units first, restating each column's two digits and incoming carry before its result digit
+and outgoing carry (``7+5+0=2c1``). Restating the digits splits every column into a copy and a
+one-digit sum, which a small GPT learns several times faster than the bare result
+(benchmarks/reasoning_recipe.py compares the styles).
+
+Splits: the train/val/test split of a problem is a hash of its numbers and operations
+(``split_of``), so no test number sequence is ever seen in training, whatever the words around it.
+Two evaluation-only splits are never prepared into shards: ``heldout`` words test-bucket number
+sequences with only the held-out names, objects, verbs and structures of ``wording.py`` (none of
+which train/val/test ever use), and ``long`` has 6 to 8 steps, worded as in training.
+``ReasoningCorpus`` is a ``Corpus`` (``lightningllm.data.prepare``) of the ``records`` layout: one
+record per train/val/test problem, one training sample each (``lightningllm.data.shards``), the
+question read as context and only the completion trained on (``answer_loss_only``), in generation
+order.
 """
 
 from __future__ import annotations
@@ -27,63 +39,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from lightningllm.tasks.reasoning.wording import HELD_OUT, SEEN, Vocabulary, write_question
+
 if TYPE_CHECKING:
     from lightningllm.data.instruct import Segment
     from lightningllm.data.sources import CleaningReport
 
 Working = Literal["plain", "reversed", "digits"]
 Curriculum = Literal["none", "staged"]
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test", "heldout", "long"]
 WORKING_STYLES: tuple[str, ...] = ("plain", "reversed", "digits")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The splits prepared into shards."""
+EVAL_SPLITS: tuple[str, ...] = ("heldout", "long")
+"""The evaluation-only splits: scored as a task, never trained or prepared."""
+MAX_STEPS = 5
+LONG_STEPS: tuple[int, ...] = (6, 7, 8)
 MAX_OPERAND = 99
 MAX_VALUE = 999
-DIGITS = 3  # enough columns for any intermediate result (at most 99 + 3 * 99 = 396)
-
-# (name, pronoun): the pronoun opens the sentences that follow the first one.
-NAMES: tuple[tuple[str, str], ...] = (
-    ("Mia", "She"), ("Liam", "He"), ("Emma", "She"), ("Noah", "He"), ("Olivia", "She"), ("Ethan", "He"),
-    ("Ava", "She"), ("Lucas", "He"), ("Sophia", "She"), ("Mason", "He"), ("Isabella", "She"), ("Logan", "He"),
-    ("Amelia", "She"), ("James", "He"), ("Harper", "She"), ("Oliver", "He"), ("Ella", "She"), ("Jacob", "He"),
-    ("Chloe", "She"), ("Daniel", "He"), ("Grace", "She"), ("Samuel", "He"), ("Lily", "She"), ("Henry", "He"),
-    ("Zoe", "She"), ("Omar", "He"), ("Nora", "She"), ("Ravi", "He"), ("Hana", "She"), ("Diego", "He"),
-    ("Priya", "She"), ("Kenji", "He"), ("Alice", "She"), ("Felix", "He"),
-)  # fmt: skip
-
-# (singular, plural) of things that can be counted, bought, found and given away.
-OBJECTS: tuple[tuple[str, str], ...] = (
-    ("apple", "apples"), ("marble", "marbles"), ("sticker", "stickers"), ("coin", "coins"),
-    ("book", "books"), ("pencil", "pencils"), ("cookie", "cookies"), ("balloon", "balloons"),
-    ("shell", "shells"), ("stamp", "stamps"), ("card", "cards"), ("crayon", "crayons"),
-    ("toy car", "toy cars"), ("button", "buttons"), ("bead", "beads"), ("block", "blocks"),
-    ("candle", "candles"), ("cupcake", "cupcakes"), ("eraser", "erasers"), ("feather", "feathers"),
-    ("flower", "flowers"), ("key", "keys"), ("orange", "oranges"), ("pebble", "pebbles"),
-    ("ribbon", "ribbons"), ("ticket", "tickets"), ("box", "boxes"), ("cherry", "cherries"),
-    ("mango", "mangoes"), ("puzzle", "puzzles"), ("bottle", "bottles"), ("peach", "peaches"),
-)  # fmt: skip
-
-# Phrasings per operation, after the pronoun; {n} is the operand.
-PHRASES: dict[str, tuple[str, ...]] = {
-    "+": (
-        "buys {n} more", "finds {n} more", "is given {n} more", "gets {n} more", "receives {n} more",
-        "picks up {n} more", "wins {n} more", "collects {n} more", "adds {n} more", "borrows {n} more",
-    ),
-    "-": (
-        "gives away {n}", "loses {n}", "sells {n}", "donates {n}", "gives {n} to a friend",
-        "throws away {n}", "lends out {n}", "trades away {n}", "drops {n}", "uses up {n}",
-    ),
-}  # fmt: skip
-
-# Ways to chain the step clauses of a 2- or 3-step question.
-_CHAINS: dict[int, tuple[str, ...]] = {
-    1: ("{p} {0}.",),
-    2: ("{p} {0} and then {1}.", "{p} {0}. Then {q} {1}.", "First {q} {0}. After that {q} {1}."),
-    3: (
-        "{p} {0}, then {1}, and then {2}.",
-        "{p} {0}. Then {q} {1}. Finally {q} {2}.",
-        "First {q} {0}. Next {q} {1}. Then {q} {2}.",
-    ),
-}
+DIGITS = 3  # enough columns for any intermediate result (at most 99 + 8 * 99 = 891)
 _ANSWER = re.compile(r"Answer:[ \t]*(-?\d+)(?!\w|\.\d)")  # "Answer: 3x" or "Answer: 3.5" are malformed
 
 
@@ -99,7 +73,11 @@ class Problem:
     steps: tuple[tuple[str, int], ...]
     """``(op, operand)`` pairs applied in order; op is ``+`` or ``-``."""
     question: str
+    cues: tuple[str, ...]
+    """Per step, the words of the question that carry its number and operation (``25 more``)."""
     working: str = "digits"
+    distractors: tuple[int, ...] = ()
+    """The numbers of the question's distractor sentences (never in the working)."""
 
     @property
     def values(self) -> tuple[int, ...]:
@@ -123,11 +101,11 @@ class Problem:
 
     @property
     def completion(self) -> str:
-        """The text after ``A:``: the start, one worked equation per step, then ``Answer: N``."""
+        """The text after ``A:``: the name and start, each step's cue and its working, then ``Answer: N``."""
         parts = [f" {self.name} starts with {self.start}."]
         values = self.values
-        for (op, n), a, c in zip(self.steps, values[:-1], values[1:], strict=True):
-            parts.append(work_step(a, op, n, c, self.working))
+        for i, ((op, n), cue, a, c) in enumerate(zip(self.steps, self.cues, values[:-1], values[1:], strict=True)):
+            parts.append(f" Step {i + 1}: {cue}:" + work_step(a, op, n, c, self.working))
         parts.append(f" Answer: {self.answer}")
         return "".join(parts)
 
@@ -164,7 +142,8 @@ def work_step(a: int, op: str, b: int, c: int, working: str) -> str:
 def split_of(start: int, steps: Sequence[tuple[str, int]]) -> str:
     """The split a number sequence belongs to: a stable hash, so splits never share one.
 
-    blake2b rather than ``hash()``, which Python salts per process. 90% train, 5% val, 5% test.
+    blake2b rather than ``hash()``, which Python salts per process. 90% train, 5% val, 5% test
+    (the ``heldout`` and ``long`` splits draw from the test share).
     """
     key = str(start) + "".join(f"{op}{n}" for op, n in steps)
     bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 100
@@ -172,18 +151,22 @@ def split_of(start: int, steps: Sequence[tuple[str, int]]) -> str:
 
 
 class ReasoningCorpus:
-    """Seeded train/val/test lists of word problems with a chosen working style and step mix.
+    """Seeded lists of word problems per split, with a chosen working style, step mix and distractor rate.
 
     Args:
         seed: every list is a pure function of the seed and the other arguments.
         working: how steps are worked (``plain``, ``reversed`` or ``digits``).
-        num_train, num_val, num_test: problems per split.
-        step_mix: relative weights of 1-, 2- and 3-step problems (val and test cycle through
-            the step counts with positive weight, so they stay balanced).
+        num_train, num_val, num_test: problems per prepared split.
+        num_heldout: problems of the ``heldout`` split (held-out wording, 1 to 5 steps in turn).
+        num_long: problems of the ``long`` split (6, 7 and 8 steps in turn).
+        step_mix: relative weights of 1- to 5-step problems (val and test cycle through the
+            step counts with positive weight, so they stay balanced).
         curriculum: ``"staged"`` orders training problems for an in-order stream: the first
             ``stages[0]`` of it holds only 1-step problems, up to ``stages[1]`` at most 2 steps,
-            then the full mix. ``"none"`` mixes step counts throughout.
-        stages: the stream fractions where 2- and then 3-step problems are let in.
+            and so on, then the full mix after ``stages[3]``. ``"none"`` mixes step counts throughout.
+        stages: the stream fractions where 2-, 3-, 4- and 5-step problems are let in.
+        distractors: the chance that a question has a sentence with an irrelevant number (and,
+            with that chance again, a second).
         answer_loss_only: as training documents, a problem's question is context (read, not
             trained on) and only its completion is trained on; off trains on the whole text.
     """
@@ -199,26 +182,42 @@ class ReasoningCorpus:
         num_train: int = 60_000,
         num_val: int = 300,
         num_test: int = 300,
-        step_mix: Sequence[float] = (1.0, 1.0, 1.0),
+        num_heldout: int = 300,
+        num_long: int = 300,
+        step_mix: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0),
         curriculum: Curriculum = "staged",
-        stages: tuple[float, float] = (0.2, 0.4),
+        stages: Sequence[float] = (0.1, 0.2, 0.3, 0.4),
+        distractors: float = 0.3,
         answer_loss_only: bool = True,
     ):
         if working not in WORKING_STYLES:
             raise ValueError(f"ReasoningCorpus: working must be one of {WORKING_STYLES}, got {working!r}")
-        if len(step_mix) != 3 or min(step_mix) < 0 or sum(step_mix) <= 0:
-            raise ValueError(f"ReasoningCorpus: step_mix needs 3 non-negative weights, got {step_mix!r}")
+        if len(step_mix) != MAX_STEPS or min(step_mix) < 0 or sum(step_mix) <= 0:
+            raise ValueError(f"ReasoningCorpus: step_mix needs {MAX_STEPS} non-negative weights, got {step_mix!r}")
         if curriculum not in ("none", "staged"):
             raise ValueError(f"ReasoningCorpus: curriculum must be 'none' or 'staged', got {curriculum!r}")
+        if len(stages) != MAX_STEPS - 1 or list(stages) != sorted(stages) or not 0 <= stages[0] <= stages[-1] <= 1:
+            raise ValueError(f"ReasoningCorpus: stages needs {MAX_STEPS - 1} rising fractions, got {stages!r}")
+        if not 0 <= distractors <= 1:
+            raise ValueError(f"ReasoningCorpus: distractors must be a probability in [0, 1], got {distractors!r}")
         self.seed, self.working, self.step_mix = seed, working, tuple(step_mix)
-        self.curriculum, self.stages, self.answer_loss_only = curriculum, stages, answer_loss_only
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.curriculum, self.stages, self.answer_loss_only = curriculum, tuple(stages), answer_loss_only
+        self.distractors = distractors
+        self.sizes = {
+            "train": num_train, "val": num_val, "test": num_test, "heldout": num_heldout, "long": num_long,
+        }  # fmt: skip
         self._cache: dict[str, list[Problem]] = {}
 
     # --- the Corpus interface of lightningllm.data.prepare ---------------------------------
     def fingerprint(self) -> dict:
-        """The settings, and a hash of this file: any change to the generator changes the corpus."""
-        code = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+        """The settings of the prepared splits, and a hash of the generator's files: a change to either changes it.
+
+        ``num_heldout`` and ``num_long`` are left out: those splits are never prepared.
+        """
+        here = Path(__file__).parent
+        code = hashlib.blake2b(digest_size=8)
+        for file in ("corpus.py", "wording.py", "lexicon.py"):
+            code.update((here / file).read_bytes())
         return {
             "answer_loss_only": self.answer_loss_only,
             "seed": self.seed,
@@ -227,7 +226,8 @@ class ReasoningCorpus:
             "step_mix": list(self.step_mix),
             "curriculum": self.curriculum,
             "stages": list(self.stages),
-            "generator": code,
+            "distractors": self.distractors,
+            "generator": code.hexdigest(),
         }
 
     def size_bytes(self) -> int:
@@ -235,7 +235,12 @@ class ReasoningCorpus:
         return 0
 
     def documents(self, report: CleaningReport) -> Iterator[tuple[str, list[Segment], bool]]:
-        """Every problem of every split as one document ending with EOS, in generation order."""
+        """Every train, val and test problem as one record ending with EOS, in generation order.
+
+        The layout is ``records``: each problem is one sample of its own, never cut across two nor
+        sharing one with the end of another, so an answer is always predicted with its question in view.
+        """
+        report.layout = "records"
         for split in SPLITS:
             for problem in self.problems(split):
                 prompt, completion = problem.prompt, problem.completion  # properties build the text
@@ -250,8 +255,8 @@ class ReasoningCorpus:
 
     def problems(self, split: str) -> list[Problem]:
         """The problems of ``split`` (``train`` in curriculum order when the curriculum is on)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        if split not in SPLITS + EVAL_SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS + EVAL_SPLITS}")
         if split not in self._cache:
             # A string seed is hashed with sha512 by random.Random, so it is stable across runs.
             rng = random.Random(f"{self.seed}/{split}")
@@ -261,19 +266,24 @@ class ReasoningCorpus:
 
     def _step_counts(self, split: str, rng: random.Random) -> list[int]:
         n = self.sizes[split]
-        allowed = [k for k in (1, 2, 3) if self.step_mix[k - 1] > 0]
+        if split == "long":
+            return [LONG_STEPS[i % len(LONG_STEPS)] for i in range(n)]
+        if split == "heldout":
+            return [i % MAX_STEPS + 1 for i in range(n)]
+        allowed = [k for k in range(1, MAX_STEPS + 1) if self.step_mix[k - 1] > 0]
         if split != "train":
             return [allowed[i % len(allowed)] for i in range(n)]
         counts = []
         for i in range(n):
-            top = 3
-            if self.curriculum == "staged":
-                top = 1 if i < self.stages[0] * n else 2 if i < self.stages[1] * n else 3
+            top = MAX_STEPS
+            if self.curriculum == "staged":  # the number of stage boundaries passed, plus one
+                top = 1 + sum(i >= fraction * n for fraction in self.stages)
             ks = [k for k in allowed if k <= top] or allowed[:1]
             counts.append(rng.choices(ks, weights=[self.step_mix[k - 1] for k in ks])[0])
         return counts
 
     def _draw(self, split: str, num_steps: int, rng: random.Random) -> Problem:
+        bucket = "test" if split in EVAL_SPLITS else split  # no train number sequence in any evaluation split
         while True:  # rejection sampling keeps the split a property of the numbers alone
             start = rng.randint(0, MAX_OPERAND)
             value, steps = start, []
@@ -282,19 +292,22 @@ class ReasoningCorpus:
                 n = rng.randint(0, min(MAX_OPERAND, value if op == "-" else MAX_VALUE - value))
                 value = value + n if op == "+" else value - n
                 steps.append((op, n))
-            if split_of(start, steps) == split:
-                return make_problem(start, tuple(steps), rng, self.working)
+            if split_of(start, steps) == bucket:
+                vocab = HELD_OUT if split == "heldout" else SEEN
+                return make_problem(start, tuple(steps), rng, self.working, vocab, self.distractors)
 
 
-def make_problem(start: int, steps: tuple[tuple[str, int], ...], rng: random.Random, working: str) -> Problem:
-    """Wrap a number sequence in a randomly drawn name, object and phrasing."""
-    name, pronoun = rng.choice(NAMES)
-    singular, plural = rng.choice(OBJECTS)
-    clauses = [rng.choice(PHRASES[op]).format(n=n) for op, n in steps]
-    chain = rng.choice(_CHAINS[len(steps)]).format(*clauses, p=pronoun, q=pronoun.lower())
-    things = singular if start == 1 else plural
-    question = f"{name} has {start} {things}. {chain} How many {plural} does {name} have now?"
-    return Problem(name, pronoun, plural, start, steps, question, working)
+def make_problem(
+    start: int,
+    steps: tuple[tuple[str, int], ...],
+    rng: random.Random,
+    working: str,
+    vocab: Vocabulary = SEEN,
+    distractors: float = 0.0,
+) -> Problem:
+    """Word a number sequence with ``vocab`` (the seen or the held-out wording), with distractors at that rate."""
+    w = write_question(rng, vocab, start, steps, distractors)
+    return Problem(w.name, w.pronoun, w.obj, start, steps, w.question, w.cues, working, w.distractors)
 
 
 def export_jsonl(problems: Iterable[Problem], path: str | Path) -> None:

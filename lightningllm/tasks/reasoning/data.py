@@ -3,6 +3,13 @@
 A ``CorpusDataModule`` whose ``corpus()`` is a ``ReasoningCorpus``: seeded step-by-step
 arithmetic problems, train, val and test each prepared into shards (so ``test/loss`` is a loss
 on the test problems), the question read as context and only the answer trained on by default.
+The corpus is of the ``records`` layout: each problem is one sample, from its ``Q:`` to its EOS,
+and a batch's rows are right-padded to its longest problem, so an answer is always predicted with
+its question in view and no problem attends to another. ``block_size`` is the most a sample
+holds: a longer problem is cut to its first ``block_size + 1`` tokens (``setup`` prints how many
+are), so it should hold the longest problem trained on (a 5-step one is up to ~500 BPE tokens).
+The corpus's ``heldout`` (unseen names, objects, verbs and sentence structures) and ``long``
+(6 to 8 steps) splits are never prepared: they are examples of the ``task`` only.
 It needs no files and no download. Training problems stream in the generator's order (1-step
 problems first when the curriculum is on), so ``shuffle`` defaults to off and the shards are
 written by one worker. ``task`` is the ``ReasoningTask`` on the same problems, which ``TaskEval``
@@ -17,7 +24,7 @@ from lightningllm.data.checks import check_choice, check_int
 from lightningllm.data.datamodule import CorpusDataModule
 from lightningllm.data.sources import DataError
 from lightningllm.data.tokenizer import TokenizerKind
-from lightningllm.tasks.reasoning.corpus import WORKING_STYLES, Curriculum, ReasoningCorpus, Working
+from lightningllm.tasks.reasoning.corpus import MAX_STEPS, WORKING_STYLES, Curriculum, ReasoningCorpus, Working
 from lightningllm.tasks.reasoning.task import ReasoningTask
 
 
@@ -31,9 +38,12 @@ class ReasoningDataModule(CorpusDataModule):
         num_train: int = 60_000,
         num_val: int = 300,
         num_test: int = 300,
-        step_mix: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        num_heldout: int = 300,
+        num_long: int = 300,
+        step_mix: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0),
         curriculum: Curriculum = "staged",
-        stages: tuple[float, float] = (0.2, 0.4),
+        stages: tuple[float, float, float, float] = (0.1, 0.2, 0.3, 0.4),
+        distractors: float = 0.3,
         answer_loss_only: bool = True,
         tokenizer_kind: TokenizerKind = "char",
         vocab_size: int = 512,
@@ -55,18 +65,23 @@ class ReasoningDataModule(CorpusDataModule):
             num_train: training problems generated.
             num_val: validation problems (validation loss and exact match during training).
             num_test: held-out test problems (``lightningllm test`` reports their loss and exact match).
-            step_mix: relative weights of 1-, 2- and 3-step problems.
-            curriculum: ``staged`` puts 1-step problems first, then 2-step, then all; ``none`` mixes.
-            stages: fractions of the training stream where 2- and then 3-step problems come in.
+            num_heldout: problems worded with held-out names, objects, verbs and sentence structures (never
+                prepared; the task's ``heldout`` split).
+            num_long: 6- to 8-step problems (never prepared; the task's ``long`` split).
+            step_mix: relative weights of 1-, 2-, 3-, 4- and 5-step problems.
+            curriculum: ``staged`` puts 1-step problems first, then up to 2 steps, and so on; ``none`` mixes.
+            stages: fractions of the training stream where 2-, 3-, 4- and then 5-step problems come in.
+            distractors: the chance that a question holds a sentence with an irrelevant number.
             answer_loss_only: train on the answer tokens only; the question is read but not predicted.
             tokenizer_kind: ``char``, or ``bpe`` (digits still one per token; words and templates compress).
             vocab_size: BPE vocabulary size (ignored for ``char``).
             tokenizer_path: use this ``tokenizer.json`` instead of training one (fine-tuning a model on other
                 problem settings needs the model's own tokenizer; ``--model.init_from DIR`` fills it in).
-            block_size: tokens per training sample.
-            batch_size: samples per batch.
+            block_size: the most tokens a sample holds: one problem per sample, a longer one cut to its first
+                ``block_size + 1`` tokens (set it to hold the longest problem: up to ~500 BPE tokens for 5 steps).
+            batch_size: problems per batch (rows right-padded to the longest; the last batch filled up).
             num_workers: loader worker processes.
-            shuffle: shuffle training samples (breaks the curriculum order).
+            shuffle: shuffle training problems (breaks the curriculum order).
             seed: seed of the shuffle.
             cache_dir: where the prepared corpus is cached, in a folder named by a fingerprint of the settings above:
                 a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded there, then
@@ -85,12 +100,18 @@ class ReasoningDataModule(CorpusDataModule):
         check_int("data.num_train", num_train, 1)
         check_int("data.num_val", num_val, 1)
         check_int("data.num_test", num_test, 0)
+        check_int("data.num_heldout", num_heldout, 0)
+        check_int("data.num_long", num_long, 0)
         check_choice("data.working", working, WORKING_STYLES)
         check_choice("data.curriculum", curriculum, ("none", "staged"))
-        if len(step_mix) != 3 or min(step_mix) < 0 or sum(step_mix) <= 0:
-            raise DataError(f"data.step_mix must be 3 weights ≥ 0, not all 0 (got {list(step_mix)})")
-        if len(stages) != 2 or not 0 <= stages[0] <= stages[1] <= 1:
-            raise DataError(f"data.stages must be 2 fractions with 0 ≤ first ≤ second ≤ 1 (got {list(stages)})")
+        if len(step_mix) != MAX_STEPS or min(step_mix) < 0 or sum(step_mix) <= 0:
+            raise DataError(f"data.step_mix must be {MAX_STEPS} weights ≥ 0, not all 0 (got {list(step_mix)})")
+        if len(stages) != MAX_STEPS - 1 or list(stages) != sorted(stages) or not 0 <= stages[0] <= stages[-1] <= 1:
+            raise DataError(
+                f"data.stages must be {MAX_STEPS - 1} rising fractions between 0 and 1 (got {list(stages)})"
+            )
+        if not isinstance(distractors, int | float) or isinstance(distractors, bool) or not 0 <= distractors <= 1:
+            raise DataError(f"data.distractors must be a probability between 0 and 1 (got {distractors!r})")
         super().__init__(
             tokenizer_kind=tokenizer_kind,
             vocab_size=vocab_size,
@@ -113,9 +134,12 @@ class ReasoningDataModule(CorpusDataModule):
             num_train=num_train,
             num_val=num_val,
             num_test=num_test,
+            num_heldout=num_heldout,
+            num_long=num_long,
             step_mix=tuple(step_mix),
             curriculum=curriculum,
             stages=tuple(stages),
+            distractors=distractors,
             answer_loss_only=answer_loss_only,
         )
         self._task = ReasoningTask(self._corpus)

@@ -1,10 +1,12 @@
 """ReasoningTask: the built-in corpus's held-out problems as a ``Task``, scored by exact match of the answer.
 
-Each problem becomes an ``Example``: its prompt (``Q: ... A:``), its worked completion, the
-answer as a string, and its step count as the group (``1-step``, ``2-step``, ``3-step``), so
-scores are reported per number of steps. A completion is right when the integer of its last
-``Answer: N`` equals the problem's answer (``parse_answer``); anything else, a missing or
-malformed answer included, is wrong.
+Each problem becomes an ``Example``: its prompt (``Q: ... A:``), its worked completion, the answer
+as a string, and its step count as the group (``1-step`` ... ``5-step``, and up to ``8-step`` in the
+``long`` split), so scores are reported per number of steps. Besides ``train``, ``val`` and ``test``
+it offers the corpus's evaluation-only splits: ``heldout`` (worded with names, objects, verbs and
+sentence structures never trained on) and ``long`` (6 to 8 steps). A completion is right when the
+integer of its last ``Answer: N`` equals the problem's answer (``parse_answer``); anything else, a
+missing or malformed answer included, is wrong.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class ReasoningTask:
         self.corpus = corpus
 
     def examples(self, split: str) -> list[Example]:
-        """The problems of ``split`` (``train``, ``val`` or ``test``), in the corpus's order."""
+        """The problems of ``split`` (``train``, ``val``, ``test``, ``heldout`` or ``long``), in the corpus's order."""
         return [
             Example(prompt=p.prompt, completion=p.completion, answer=str(p.answer), group=f"{p.num_steps}-step")
             for p in self.corpus.problems(split)
