@@ -13,7 +13,7 @@ smaller (``benchmarks/quantize.py``). torchao 0.18 in eager mode was slower than
 the blocks compiled (``block.compile(dynamic=True)``) torchao's dynamic int8 reached 771 / 2,394
 tok/s, but only after 10-25 s of compiling per process and with a C++ toolchain at run time, and
 it would add a dependency; this module's layers gain nothing from compiling (297 / 1,624). On
-the 0.66M-parameter demo shape (width 128) int8 is slower than float32 (0.75x at batch 1, 0.85x
+the earlier 0.66M-parameter demo shape (3 x 128) int8 is slower than float32 (0.75x at batch 1, 0.85x
 at 8): quantizing activations costs more than the int8 matmuls save at that width. torch marks
 ``torch.ao.quantization`` deprecated in favour of torchao; its warnings are silenced here, and
 swapping this one function for torchao's ``quantize_`` (plus compiling) is the migration path.
