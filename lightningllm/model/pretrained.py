@@ -121,10 +121,7 @@ def load_pretrained(cls: type[GPT], directory: str | Path, map_location: str = "
     config = read_config(config_path)
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} not found: the model folder has a config.json but no weights")
-    quantization = read_metadata(weights_path).get(QUANTIZATION_KEY)
-    if quantization not in (None, "int8"):
-        raise ValueError(f"{weights_path}: unknown quantization {quantization!r} in its metadata (int8 is known)")
-    header = read_header(weights_path, int8=quantization == "int8")
+    header, quantization = read_weights_header(weights_path)
     stored = sum(math.prod(entry.shape) for entry in header.values())
     if config.num_params() > stored:  # before building: the config alone must not decide how much memory is used
         raise ValueError(
@@ -228,11 +225,25 @@ def read_header(path: Path, int8: bool = False) -> dict[str, TensorEntry]:
     the file is truncated, has bytes past its tensors, or its header is malformed. Float dtypes
     only, unless ``int8`` (an int8 folder's weights).
     """
+    return _entries(path, *_header_json(path), INT8_DTYPES if int8 else FLOAT_DTYPES)
+
+
+def read_weights_header(path: Path) -> tuple[dict[str, TensorEntry], str | None]:
+    """A model file's tensors (as ``read_header``) and its quantization (None or ``int8``), the header read once."""
     header, length = _header_json(path)
-    header.pop("__metadata__", None)
+    quantization = _metadata(path, header).get(QUANTIZATION_KEY)
+    if quantization not in (None, "int8"):
+        raise ValueError(f"{path}: unknown quantization {quantization!r} in its metadata (int8 is known)")
+    return _entries(path, header, length, INT8_DTYPES if quantization else FLOAT_DTYPES), quantization
+
+
+def _entries(path: Path, header: dict, length: int, dtypes: dict[str, int]) -> dict[str, TensorEntry]:
+    """The entries of a parsed header (its ``__metadata__`` aside), checked against each other and the file's size."""
     entries, spans = {}, []
     for name, info in header.items():
-        entries[name], span = _entry(path, name, info, INT8_DTYPES if int8 else FLOAT_DTYPES)
+        if name == "__metadata__":
+            continue
+        entries[name], span = _entry(path, name, info, dtypes)
         spans.append(span)
     end = 0
     for begin, stop in sorted(spans):
@@ -249,7 +260,11 @@ def read_header(path: Path, int8: bool = False) -> dict[str, TensorEntry]:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The ``__metadata__`` string map of a safetensors file's header (empty when it has none)."""
-    metadata = _header_json(path)[0].get("__metadata__") or {}
+    return _metadata(path, _header_json(path)[0])
+
+
+def _metadata(path: Path, header: dict) -> dict[str, str]:
+    metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ValueError(f"{path} is not a safetensors file: its __metadata__ is not a map of strings")
     return metadata

@@ -98,16 +98,17 @@ def _int8_linears(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, DynamicQuantizedLinear)}
 
 
+def _outside(linears: dict[str, nn.Module], name: str) -> bool:
+    """Whether the tensor ``name`` belongs to none of the int8 ``linears`` (a plain float tensor)."""
+    return not any(name.startswith(path + ".") for path in linears)
+
+
 def int8_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """Every tensor of an int8 ``model`` under a plain name (tied ones under each of their names), for safetensors."""
     linears = _int8_linears(model)
     if not linears:
         raise ValueError("int8_tensors needs a model quantize_int8 has converted")
-    tensors = {
-        name: tensor
-        for name, tensor in model.state_dict(keep_vars=True).items()
-        if not any(name.startswith(path + ".") for path in linears)
-    }
+    tensors = {name: t for name, t in model.state_dict(keep_vars=True).items() if _outside(linears, name)}
     for path, linear in linears.items():
         weight = linear.weight()
         tensors[f"{path}.weight"] = weight.int_repr()
@@ -121,12 +122,8 @@ def int8_tensors(model: GPT) -> dict[str, torch.Tensor]:
 def load_int8_tensors(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
     """Put ``int8_tensors``' output into an int8 ``model`` of the same shape (names and shapes already checked)."""
     linears = _int8_linears(model)
-
-    def plain(name: str) -> bool:
-        return not any(name.startswith(path + ".") for path in linears)
-
-    targets = {name: t for name, t in model.state_dict(keep_vars=True).items() if plain(name)}
-    given = {name: t for name, t in tensors.items() if plain(name)}
+    targets = {name: t for name, t in model.state_dict(keep_vars=True).items() if _outside(linears, name)}
+    given = {name: t for name, t in tensors.items() if _outside(linears, name)}
     if set(given) != set(targets):
         raise ValueError(f"int8 weights do not fit the model: {sorted(set(given) ^ set(targets))[:3]}")
     with torch.no_grad():
@@ -137,8 +134,3 @@ def load_int8_tensors(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
             tensors[f"{path}.weight"], tensors[f"{path}.weight_scale"], tensors[f"{path}.weight_zero_point"], 0
         )
         linear.set_weight_bias(weight, tensors.get(f"{path}.bias"))
-
-
-def int8_layout(model: GPT) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-    """The dtype and shape of every tensor ``int8_tensors(model)`` gives: what a saved int8 file must hold."""
-    return {name: (t.dtype, tuple(t.shape)) for name, t in int8_tensors(model).items()}

@@ -77,7 +77,8 @@ class TaskEval(L.Callback):
                 "remove the TaskEval callback for this data"
             )
 
-    def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None, stage: str = ""):
+    def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None, prefix: str):
+        """Score ``split`` (its first ``limit`` examples) and log each score as ``prefix + metric``."""
         task = task_of(trainer)
         if module.tokenizer is None:
             return None
@@ -88,7 +89,6 @@ class TaskEval(L.Callback):
         with gathered(module.model) as gpt:  # sharded (FSDP2): every rank decodes with a whole copy
             completions = complete(gpt, module.tokenizer, task, mine, self.batch_size) if mine else []
         scores = _scores_over_ranks(trainer, task, examples, mine, completions)
-        prefix = f"{stage or split}/" + (f"{split}_" if stage and split != stage else "")
         for group, value in scores.items():
             name = task.metric if group == "all" else f"{task.metric}_{group_tag(group)}"
             module.log(prefix + name, value, sync_dist=True)  # the same value on every rank already
@@ -99,7 +99,7 @@ class TaskEval(L.Callback):
             return
         self._val_runs += 1
         if self._val_runs % self.every_n_val == 0:
-            result = self._run(trainer, module, "val", self.num_val_examples)
+            result = self._run(trainer, module, "val", self.num_val_examples, "val/")
             if result is not None and trainer.is_global_zero:
                 task, _, _, scores, _ = result
                 print(f"\nstep {trainer.global_step}: val {format_scores(task, scores)}")
@@ -107,7 +107,7 @@ class TaskEval(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         summary = []
         for split in self.test_splits:
-            result = self._run(trainer, module, split, None, stage="test")
+            result = self._run(trainer, module, split, None, "test/" if split == "test" else f"test/{split}_")
             if result is None or not trainer.is_global_zero:
                 continue
             task, examples, completions, scores, total = result  # samples from this rank's share
