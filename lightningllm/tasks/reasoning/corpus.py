@@ -2,7 +2,9 @@
 
 Each problem is a person with some countable objects who gains or loses some of them in 1 to 5 steps
 (6 to 8 in the ``long`` split); ``wording.py`` words it, from the names, objects and verbs of
-``lexicon.py``, with optional distractor sentences whose numbers must be ignored. All numbers are
+``lexicon.py``, with optional distractor sentences whose numbers must be ignored. Outside the ``heldout``
+split, a share of the verbs and objects (and, optionally, names) is made up from syllables, so the
+model reads a step by its structure and cue words, not by a word it has memorised. All numbers are
 whole: start values and operands lie in 0..99 and every intermediate result in 0..999 (subtractions
 never go below zero).
 
@@ -47,8 +49,10 @@ if TYPE_CHECKING:
 
 Working = Literal["plain", "reversed", "digits"]
 Curriculum = Literal["none", "staged"]
+Restate = Literal["cue", "clause"]
 Split = Literal["train", "val", "test", "heldout", "long"]
 WORKING_STYLES: tuple[str, ...] = ("plain", "reversed", "digits")
+RESTATE_STYLES: tuple[str, ...] = ("cue", "clause")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The splits prepared into shards."""
 EVAL_SPLITS: tuple[str, ...] = ("heldout", "long")
@@ -156,6 +160,10 @@ class ReasoningCorpus:
     Args:
         seed: every list is a pure function of the seed and the other arguments.
         working: how steps are worked (``plain``, ``reversed`` or ``digits``).
+        restate: what the working restates of each step before working it: ``cue``, the words that
+            carry the number and operation (``Step 1: 12 more:``), or ``clause``, the step's whole
+            clause as the question writes it (``Step 1: She buys 12 more:``), which the model copies
+            on from where the last one ended.
         num_train, num_val, num_test: problems per prepared split.
         num_heldout: problems of the ``heldout`` split (held-out wording, 1 to 5 steps in turn).
         num_long: problems of the ``long`` split (6, 7 and 8 steps in turn).
@@ -167,6 +175,15 @@ class ReasoningCorpus:
         stages: the stream fractions where 2-, 3-, 4- and 5-step problems are let in.
         distractors: the chance that a question has a sentence with an irrelevant number (and,
             with that chance again, a second).
+        made_up_names: the share of train/val/test/long problems whose person has a made-up name
+            (``wording.made_up_name``: syllables drawn at random, a new name almost every time) rather
+            than one of the lexicon's: a name the model cannot recall, only copy. The ``heldout``
+            split keeps to the held-out names.
+        made_up_verbs: the share of steps (outside the ``heldout`` split) whose verb is made up
+            (``wording.made_up_verb``: ``florps 12 more``), so only the structure and its cue words
+            tell the operation, as they must for a verb the model has never met.
+        made_up_objects: the share of problems (outside the ``heldout`` split) that count made-up
+            objects (``wording.made_up_object``: ``glimps``).
         answer_loss_only: as training documents, a problem's question is context (read, not
             trained on) and only its completion is trained on; off trains on the whole text.
     """
@@ -179,6 +196,7 @@ class ReasoningCorpus:
         *,
         seed: int = 1234,
         working: Working = "digits",
+        restate: Restate = "cue",
         num_train: int = 60_000,
         num_val: int = 300,
         num_test: int = 300,
@@ -188,10 +206,15 @@ class ReasoningCorpus:
         curriculum: Curriculum = "staged",
         stages: Sequence[float] = (0.1, 0.2, 0.3, 0.4),
         distractors: float = 0.3,
+        made_up_names: float = 0.0,
+        made_up_verbs: float = 0.5,
+        made_up_objects: float = 0.5,
         answer_loss_only: bool = True,
     ):
         if working not in WORKING_STYLES:
             raise ValueError(f"ReasoningCorpus: working must be one of {WORKING_STYLES}, got {working!r}")
+        if restate not in RESTATE_STYLES:
+            raise ValueError(f"ReasoningCorpus: restate must be one of {RESTATE_STYLES}, got {restate!r}")
         if len(step_mix) != MAX_STEPS or min(step_mix) < 0 or sum(step_mix) <= 0:
             raise ValueError(f"ReasoningCorpus: step_mix needs {MAX_STEPS} non-negative weights, got {step_mix!r}")
         if curriculum not in ("none", "staged"):
@@ -200,9 +223,15 @@ class ReasoningCorpus:
             raise ValueError(f"ReasoningCorpus: stages needs {MAX_STEPS - 1} rising fractions, got {stages!r}")
         if not 0 <= distractors <= 1:
             raise ValueError(f"ReasoningCorpus: distractors must be a probability in [0, 1], got {distractors!r}")
-        self.seed, self.working, self.step_mix = seed, working, tuple(step_mix)
+        if not 0 <= made_up_names <= 1:
+            raise ValueError(f"ReasoningCorpus: made_up_names must be a probability in [0, 1], got {made_up_names!r}")
+        for setting, value in (("made_up_verbs", made_up_verbs), ("made_up_objects", made_up_objects)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"ReasoningCorpus: {setting} must be a probability in [0, 1], got {value!r}")
+        self.seed, self.working, self.restate, self.step_mix = seed, working, restate, tuple(step_mix)
         self.curriculum, self.stages, self.answer_loss_only = curriculum, tuple(stages), answer_loss_only
-        self.distractors = distractors
+        self.distractors, self.made_up_names, self.made_up_verbs = distractors, made_up_names, made_up_verbs
+        self.made_up_objects = made_up_objects
         self.sizes = {
             "train": num_train, "val": num_val, "test": num_test, "heldout": num_heldout, "long": num_long,
         }  # fmt: skip
@@ -222,11 +251,15 @@ class ReasoningCorpus:
             "answer_loss_only": self.answer_loss_only,
             "seed": self.seed,
             "working": self.working,
+            "restate": self.restate,
             "sizes": [self.sizes[split] for split in SPLITS],
             "step_mix": list(self.step_mix),
             "curriculum": self.curriculum,
             "stages": list(self.stages),
             "distractors": self.distractors,
+            "made_up_names": self.made_up_names,
+            "made_up_verbs": self.made_up_verbs,
+            "made_up_objects": self.made_up_objects,
             "generator": code.hexdigest(),
         }
 
@@ -293,8 +326,14 @@ class ReasoningCorpus:
                 value = value + n if op == "+" else value - n
                 steps.append((op, n))
             if split_of(start, steps) == bucket:
-                vocab = HELD_OUT if split == "heldout" else SEEN
-                return make_problem(start, tuple(steps), rng, self.working, vocab, self.distractors)
+                if split == "heldout":
+                    return make_problem(
+                        start, tuple(steps), rng, self.working, HELD_OUT, self.distractors, restate=self.restate
+                    )
+                return make_problem(
+                    start, tuple(steps), rng, self.working, SEEN, self.distractors, self.made_up_names,
+                    self.made_up_verbs, self.made_up_objects, self.restate,
+                )  # fmt: skip
 
 
 def make_problem(
@@ -304,10 +343,16 @@ def make_problem(
     working: str,
     vocab: Vocabulary = SEEN,
     distractors: float = 0.0,
+    made_up_names: float = 0.0,
+    made_up_verbs: float = 0.0,
+    made_up_objects: float = 0.0,
+    restate: str = "cue",
 ) -> Problem:
-    """Word a number sequence with ``vocab`` (the seen or the held-out wording), with distractors at that rate."""
-    w = write_question(rng, vocab, start, steps, distractors)
-    return Problem(w.name, w.pronoun, w.obj, start, steps, w.question, w.cues, working, w.distractors)
+    """Word a number sequence with ``vocab`` (the seen or the held-out wording), distractors and made-up names,
+    verbs and objects at those rates; the working restates each step's cue or clause (``restate``)."""
+    w = write_question(rng, vocab, start, steps, distractors, made_up_names, made_up_verbs, made_up_objects)
+    restated = w.clauses if restate == "clause" else w.cues
+    return Problem(w.name, w.pronoun, w.obj, start, steps, w.question, restated, working, w.distractors)
 
 
 def export_jsonl(problems: Iterable[Problem], path: str | Path) -> None:

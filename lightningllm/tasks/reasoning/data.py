@@ -24,7 +24,15 @@ from lightningllm.data.checks import check_choice, check_int
 from lightningllm.data.datamodule import CorpusDataModule
 from lightningllm.data.sources import DataError
 from lightningllm.data.tokenizer import TokenizerKind
-from lightningllm.tasks.reasoning.corpus import MAX_STEPS, WORKING_STYLES, Curriculum, ReasoningCorpus, Working
+from lightningllm.tasks.reasoning.corpus import (
+    MAX_STEPS,
+    RESTATE_STYLES,
+    WORKING_STYLES,
+    Curriculum,
+    ReasoningCorpus,
+    Restate,
+    Working,
+)
 from lightningllm.tasks.reasoning.task import ReasoningTask
 
 
@@ -35,6 +43,7 @@ class ReasoningDataModule(CorpusDataModule):
         self,
         corpus_seed: int = 1234,
         working: Working = "digits",
+        restate: Restate = "cue",
         num_train: int = 60_000,
         num_val: int = 300,
         num_test: int = 300,
@@ -44,6 +53,9 @@ class ReasoningDataModule(CorpusDataModule):
         curriculum: Curriculum = "staged",
         stages: tuple[float, float, float, float] = (0.1, 0.2, 0.3, 0.4),
         distractors: float = 0.3,
+        made_up_names: float = 0.0,
+        made_up_verbs: float = 0.5,
+        made_up_objects: float = 0.5,
         answer_loss_only: bool = True,
         tokenizer_kind: TokenizerKind = "char",
         vocab_size: int = 512,
@@ -62,6 +74,8 @@ class ReasoningDataModule(CorpusDataModule):
         Args:
             corpus_seed: seed of the problem generator (same seed, same corpus).
             working: how each step is worked: ``plain``, ``reversed`` or ``digits`` (column by column).
+            restate: what the working restates of each step: ``cue`` (``Step 1: 12 more:``) or ``clause``, the
+                step's whole clause as the question writes it (``Step 1: She buys 12 more:``).
             num_train: training problems generated.
             num_val: validation problems (validation loss and exact match during training).
             num_test: held-out test problems (``lightningllm test`` reports their loss and exact match).
@@ -72,6 +86,11 @@ class ReasoningDataModule(CorpusDataModule):
             curriculum: ``staged`` puts 1-step problems first, then up to 2 steps, and so on; ``none`` mixes.
             stages: fractions of the training stream where 2-, 3-, 4- and then 5-step problems come in.
             distractors: the chance that a question holds a sentence with an irrelevant number.
+            made_up_names: the share of problems (not of the ``heldout`` split) whose person has a made-up
+                name, new almost every time, so the model learns to copy a name rather than recall it.
+            made_up_verbs: the share of steps (not of the ``heldout`` split) worded with a made-up verb, so
+                the operation is read from the sentence's structure and cue words, not the verb.
+            made_up_objects: the share of problems (not of the ``heldout`` split) counting made-up objects.
             answer_loss_only: train on the answer tokens only; the question is read but not predicted.
             tokenizer_kind: ``char``, or ``bpe`` (digits still one per token; words and templates compress).
             vocab_size: BPE vocabulary size (ignored for ``char``).
@@ -103,6 +122,7 @@ class ReasoningDataModule(CorpusDataModule):
         check_int("data.num_heldout", num_heldout, 0)
         check_int("data.num_long", num_long, 0)
         check_choice("data.working", working, WORKING_STYLES)
+        check_choice("data.restate", restate, RESTATE_STYLES)
         check_choice("data.curriculum", curriculum, ("none", "staged"))
         if len(step_mix) != MAX_STEPS or min(step_mix) < 0 or sum(step_mix) <= 0:
             raise DataError(f"data.step_mix must be {MAX_STEPS} weights ≥ 0, not all 0 (got {list(step_mix)})")
@@ -112,6 +132,11 @@ class ReasoningDataModule(CorpusDataModule):
             )
         if not isinstance(distractors, int | float) or isinstance(distractors, bool) or not 0 <= distractors <= 1:
             raise DataError(f"data.distractors must be a probability between 0 and 1 (got {distractors!r})")
+        if not isinstance(made_up_names, int | float) or isinstance(made_up_names, bool) or not 0 <= made_up_names <= 1:
+            raise DataError(f"data.made_up_names must be a probability between 0 and 1 (got {made_up_names!r})")
+        for setting, value in (("made_up_verbs", made_up_verbs), ("made_up_objects", made_up_objects)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise DataError(f"data.{setting} must be a probability between 0 and 1 (got {value!r})")
         super().__init__(
             tokenizer_kind=tokenizer_kind,
             vocab_size=vocab_size,
@@ -131,6 +156,7 @@ class ReasoningDataModule(CorpusDataModule):
         self._corpus = ReasoningCorpus(
             seed=corpus_seed,
             working=working,
+            restate=restate,
             num_train=num_train,
             num_val=num_val,
             num_test=num_test,
@@ -140,6 +166,9 @@ class ReasoningDataModule(CorpusDataModule):
             curriculum=curriculum,
             stages=tuple(stages),
             distractors=distractors,
+            made_up_names=made_up_names,
+            made_up_verbs=made_up_verbs,
+            made_up_objects=made_up_objects,
             answer_loss_only=answer_loss_only,
         )
         self._task = ReasoningTask(self._corpus)

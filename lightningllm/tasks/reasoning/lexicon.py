@@ -214,3 +214,23 @@ RELATIVES: tuple[str, ...] = (
     "friend", "brother", "sister", "mother", "father", "aunt", "uncle", "cousin", "neighbour", "teacher",
     "grandmother", "grandfather", "classmate", "coach",
 )  # fmt: skip
+
+# The pieces of made-up names ("Kemavu", "Toriland"): syllables of an onset and a vowel, then a coda. A
+# repeated entry is drawn more often. A model that meets a new name in every problem cannot recall it and
+# must copy it; the held-out names stay unseen (wording.py).
+NAME_ONSETS: tuple[str, ...] = (
+    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+    "b", "d", "k", "l", "m", "n", "r", "s", "t", "", "", "ch", "sh", "th", "br", "dr", "kr", "tr", "st", "ph",
+    "gr", "fl", "zh", "ng", "kw",
+)  # fmt: skip
+NAME_VOWELS: tuple[str, ...] = (
+    "a", "e", "i", "o", "u", "a", "e", "i", "o", "a", "y", "ai", "au", "ea", "ee", "ia", "io", "oa", "ou", "ue",
+)  # fmt: skip
+NAME_CODAS: tuple[str, ...] = (
+    "", "", "", "", "", "", "n", "n", "r", "l", "s", "m", "k", "d", "t", "x", "th", "sh", "nd", "rt", "ld", "ng",
+)  # fmt: skip
+STEM_CODAS: tuple[str, ...] = (
+    "b", "d", "g", "k", "l", "m", "n", "p", "r", "t", "nk", "rk", "lt", "mp", "nd", "rp", "st", "rb", "lk", "ft",
+)  # fmt: skip
+"""The last consonants of a made-up verb's or object's stem (``florp``: ``florps``, ``florping``, ``florped``;
+a ``florp``, two ``florps``)."""

@@ -20,8 +20,11 @@ from lightningllm.tasks.reasoning.lexicon import (
     GAIN_VERBS,
     LOSS_EVENTS,
     LOSS_VERBS,
+    NAME_ONSETS,
+    NAME_VOWELS,
     OBJECTS,
     RELATIVES,
+    STEM_CODAS,
 )
 from lightningllm.tasks.reasoning.wording import CONNECTIVES, DISTRACTORS, OPENINGS, QUESTIONS, STEPS
 
@@ -33,11 +36,17 @@ def _alternatives(words) -> str:
     return "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)) + ")"
 
 
+def _made_up_word(ending: str) -> str:
+    """A made-up verb's or object's form (``wording.made_up_verb``, ``made_up_object``): one or two syllables,
+    a final consonant, then ``ending``."""
+    return f"(?:{_alternatives(NAME_ONSETS)}{_alternatives(NAME_VOWELS)}){{1,2}}{_alternatives(STEM_CODAS)}{ending}"
+
+
 @cache
 def _slots(op: str) -> dict[str, str]:
     verbs = GAIN_VERBS if op == "+" else LOSS_VERBS
     events = GAIN_EVENTS if op == "+" else LOSS_EVENTS
-    things = _alternatives(form for pair in OBJECTS for form in pair)
+    things = f"(?:{_alternatives(form for pair in OBJECTS for form in pair)}|{_made_up_word('s?')})"
     relative = _alternatives(RELATIVES)
     return {
         "name": r"(?P<name>[A-Z][A-Za-z]+)",
@@ -54,9 +63,9 @@ def _slots(op: str) -> dict[str, str]:
         "plural": things,
         "relative": relative,
         "actor": f"(?:her|his) {relative}",
-        "v": _alternatives(v[0] for v in verbs),
-        "ving": _alternatives(v[1] for v in verbs),
-        "ven": _alternatives(v[2] for v in verbs),
+        "v": f"(?:{_alternatives(v[0] for v in verbs)}|{_made_up_word('s')})",
+        "ving": f"(?:{_alternatives(v[1] for v in verbs)}|{_made_up_word('ing')})",
+        "ven": f"(?:{_alternatives(v[2] for v in verbs)}|{_made_up_word('ed')})",
         "iv": _alternatives(form for pair in events for form in pair),
     }
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, TypeVar
@@ -37,9 +38,13 @@ from lightningllm.tasks.reasoning.lexicon import (
     GAIN_VERBS,
     LOSS_EVENTS,
     LOSS_VERBS,
+    NAME_CODAS,
+    NAME_ONSETS,
+    NAME_VOWELS,
     NAMES,
     OBJECTS,
     RELATIVES,
+    STEM_CODAS,
 )
 
 HELDOUT_SHARE = 0.17
@@ -191,6 +196,29 @@ SEEN, HELD_OUT = _vocabularies()
 """The wording of train/val/test, and that of the ``heldout`` split."""
 
 
+def _words_in_use() -> frozenset[str]:
+    """Every word (lower-cased) of the lexicon and the templates: a made-up name is none of them."""
+    texts = [s.template for op in STEPS for s in STEPS[op]]
+    texts += [*OPENINGS, *QUESTIONS, *DISTRACTORS, *CONNECTIVES, *RELATIVES, *(n for n, _ in NAMES)]
+    texts += [f for entry in GAIN_VERBS + LOSS_VERBS + GAIN_EVENTS + LOSS_EVENTS + OBJECTS for f in entry]
+    texts += [w for forms in _PRONOUNS.values() for w in forms]
+    return frozenset(w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t))
+
+
+_WORDS_IN_USE = _words_in_use()
+
+
+def made_up_name(rng: random.Random) -> str:
+    """A pronounceable name of 1 to 4 syllables and a coda (``Kemavu``) that is no name of ``NAMES`` and no word
+    of the text, so it is never a held-out name and a held-out entry can still be searched for."""
+    while True:
+        syllables = rng.choice((1, 2, 2, 2, 3, 3, 4))
+        name = "".join(rng.choice(NAME_ONSETS) + rng.choice(NAME_VOWELS) for _ in range(syllables))
+        name += rng.choice(NAME_CODAS)
+        if len(name) >= 3 and name not in _WORDS_IN_USE:
+            return name.capitalize()
+
+
 class Wording(NamedTuple):
     """A worded question and what the worked answer needs of it."""
 
@@ -201,6 +229,8 @@ class Wording(NamedTuple):
     """The object's plural (``apples``)."""
     cues: tuple[str, ...]
     """Per step, the words that carry its number and operation (``12 more``), as written."""
+    clauses: tuple[str, ...]
+    """Per step, its whole clause as the question writes it (``She buys 12 more``, ``After selling 3 of them``)."""
     distractors: tuple[int, ...]
     """The numbers of the distractor sentences, none of them a number of the problem."""
 
@@ -209,34 +239,74 @@ def _capitalise(sentence: str) -> str:
     return sentence[:1].upper() + sentence[1:]
 
 
+def _made_up_stem(rng: random.Random, endings: Sequence[str]) -> str:
+    """One or two syllables and a final consonant, with none of ``stem + ending`` a word of the text."""
+    while True:
+        stem = "".join(rng.choice(NAME_ONSETS) + rng.choice(NAME_VOWELS) for _ in range(rng.choice((1, 1, 2))))
+        stem += rng.choice(STEM_CODAS)
+        if len(stem) >= 3 and not {stem + ending for ending in endings} & _WORDS_IN_USE:
+            return stem
+
+
+def made_up_verb(rng: random.Random) -> tuple[str, str, str]:
+    """A made-up verb's three forms (``florps``, ``florping``, ``florped``), none of them a word of the text.
+
+    It means nothing, so only the structure and its cue words tell the step's operation.
+    """
+    stem = _made_up_stem(rng, ("", "s", "ing", "ed"))
+    return stem + "s", stem + "ing", stem + "ed"
+
+
+def made_up_object(rng: random.Random) -> tuple[str, str]:
+    """A made-up countable object, singular and plural (``glimp``, ``glimps``), neither a word of the text."""
+    stem = _made_up_stem(rng, ("", "s"))
+    return stem, stem + "s"
+
+
 def write_question(
     rng: random.Random,
     vocab: Vocabulary,
     start: int,
     steps: Sequence[tuple[str, int]],
     distractors: float,
+    made_up_names: float = 0.0,
+    made_up_verbs: float = 0.0,
+    made_up_objects: float = 0.0,
 ) -> Wording:
     """Word a number sequence in names, objects and structures drawn from ``vocab``.
 
     With probability ``distractors`` a sentence with an unrelated number is inserted between two
     sentences (and with that probability again, a second); its number is none of the problem's.
+    With probability ``made_up_names`` the person has a made-up name (``made_up_name``) instead of
+    one of ``vocab.names``, and with probability ``made_up_verbs`` a step's verb is made up
+    (``made_up_verb``) instead of one of ``vocab.verbs``; with probability ``made_up_objects`` the
+    objects are made up (``made_up_object``).
     """
-    name, pronoun = rng.choice(vocab.names)
-    obj = rng.choice(vocab.objects)
+    if made_up_names > 0 and rng.random() < made_up_names:  # no draw at 0: the held-out wording stays as it was
+        name, pronoun = made_up_name(rng), rng.choice(("She", "He"))
+    else:
+        name, pronoun = rng.choice(vocab.names)
+    obj = made_up_object(rng) if made_up_objects > 0 and rng.random() < made_up_objects else rng.choice(vocab.objects)
     opening = rng.choice(vocab.openings).format(name=name, s=start, things=_agree(start, obj), are=_be(start))
-    sentences, cues = _step_sentences(rng, vocab, pronoun, obj, steps)
+    sentences, cues, clauses = _step_sentences(rng, vocab, pronoun, obj, steps, made_up_verbs)
     sentences.insert(0, _capitalise(opening))
     numbers = _insert_distractors(rng, vocab, pronoun, obj, sentences, _numbers_of(start, steps), distractors)
     question = _capitalise(rng.choice(vocab.questions).format(name=name, plural=obj[1]))
-    return Wording(" ".join([*sentences, question]), name, pronoun, obj[1], cues, numbers)
+    return Wording(" ".join([*sentences, question]), name, pronoun, obj[1], cues, clauses, numbers)
 
 
 def _step_sentences(
-    rng: random.Random, vocab: Vocabulary, pronoun: str, obj: tuple[str, str], steps: Sequence[tuple[str, int]]
-) -> tuple[list[str], tuple[str, ...]]:
-    """One sentence per step (two steps for a gerund clause and the sentence it opens), and each step's cue."""
+    rng: random.Random,
+    vocab: Vocabulary,
+    pronoun: str,
+    obj: tuple[str, str],
+    steps: Sequence[tuple[str, int]],
+    made_up_verbs: float = 0.0,
+) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """One sentence per step (two steps for a gerund clause and the sentence it opens), each step's cue, and
+    each step's clause as the question writes it."""
     subject, objective, possessive = _PRONOUNS[pronoun]
-    sentences, cues, gerund = [], [], ""
+    sentences, cues, written, gerund = [], [], [], ""
     for i, (op, n) in enumerate(steps):
         choices = vocab.steps[op]
         if gerund:  # the clause after a gerund needs the subject: "after buying 7 more, she ..."
@@ -247,20 +317,24 @@ def _step_sentences(
         words = {"p": subject, "o": objective, "poss": possessive, "n": n, "things": _agree(n, obj), "are": _be(n)}
         words["actor"] = f"{possessive} {rng.choice(RELATIVES)}"
         if structure.verbs == "verbs":
-            words["v"], words["ving"], words["ven"] = rng.choice(vocab.verbs[op])
+            made_up = made_up_verbs > 0 and rng.random() < made_up_verbs
+            words["v"], words["ving"], words["ven"] = made_up_verb(rng) if made_up else rng.choice(vocab.verbs[op])
         elif structure.verbs == "events":
             plural_verb, singular_verb = rng.choice(vocab.events[op])
             words["iv"] = singular_verb if n == 1 else plural_verb
         cues.append(structure.cue.format(**words))
         clause = structure.template.format(**words)
-        if structure.joins:
+        if structure.joins:  # it opens its sentence: "After buying 7 more"
             gerund = clause
+            written.append(_capitalise(clause).removesuffix(", "))
             continue
-        sentence, gerund = gerund + clause, ""
-        if rng.random() < 0.5 and not sentence.startswith("after "):  # not "Then, after ..."
+        sentence, after_gerund, gerund = gerund + clause, bool(gerund), ""
+        connective = rng.random() < 0.5 and not sentence.startswith("after ")  # not "Then, after ..."
+        if connective:
             sentence = rng.choice(CONNECTIVES) + sentence
         sentences.append(_capitalise(sentence))
-    return sentences, tuple(cues)
+        written.append((clause if after_gerund or connective else _capitalise(clause)).removesuffix("."))
+    return sentences, tuple(cues), tuple(written)
 
 
 def _insert_distractors(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -34,6 +35,8 @@ from lightningllm.tasks.reasoning.wording import (
     SEEN,
     STEPS,
     held_out_part,
+    made_up_object,
+    made_up_verb,
 )
 
 EQUATION = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)\.")
@@ -224,8 +227,68 @@ def test_the_wording_varies_and_names_objects_verbs_and_structures_are_used(corp
     assert {q for q in SEEN.questions if any(pattern(q).fullmatch(t[-1]) for t in parts)} == set(SEEN.questions)
 
 
+def test_made_up_names_are_new_almost_every_time_and_never_a_word_of_the_lexicon_or_text():
+    corpus = ReasoningCorpus(seed=7, num_train=3000, num_heldout=100, num_long=60, made_up_names=0.5)
+    listed = {n for n, _ in NAMES}
+    problems = corpus.problems("train")
+    made_up = [p.name for p in problems if p.name not in listed]
+    assert 0.45 < len(made_up) / len(problems) < 0.55  # made_up_names=0.5
+    assert len(set(made_up)) > 0.9 * len(made_up)
+    assert all(re.fullmatch(r"[A-Z][a-z]{2,}", n) for n in made_up)
+    fixed = [s.template for op in STEPS for s in STEPS[op]] + [*OPENINGS, *QUESTIONS, *DISTRACTORS, *RELATIVES]
+    fixed += [f for entry in GAIN_VERBS + LOSS_VERBS + GAIN_EVENTS + LOSS_EVENTS + OBJECTS for f in entry]
+    words = {w.lower() for t in fixed + sorted(listed) for w in re.findall(r"[A-Za-z]+", t)}
+    assert not {n.lower() for n in made_up} & words
+    assert any(p.name not in listed for p in corpus.problems("long"))
+    assert all(p.name in listed for p in corpus.problems("heldout"))
+    plain = ReasoningCorpus(seed=7, num_train=300, made_up_names=0.0).problems("train")
+    assert all(p.name in {n for n, _ in SEEN.names} for p in plain)
+
+
+def test_made_up_verbs_and_objects_fill_problems_outside_the_held_out_split_and_are_no_word_of_the_text():
+    fixed = [s.template for op in STEPS for s in STEPS[op]] + [*OPENINGS, *QUESTIONS, *DISTRACTORS, *RELATIVES]
+    fixed += [f for entry in GAIN_VERBS + LOSS_VERBS + GAIN_EVENTS + LOSS_EVENTS + OBJECTS for f in entry]
+    words = {w.lower() for t in fixed + [n for n, _ in NAMES] for w in re.findall(r"[A-Za-z]+", t)}
+    words |= {"she", "he", "her", "him", "his"}
+    rng = random.Random(0)
+    for third, gerund, participle in (made_up_verb(rng) for _ in range(3000)):
+        stem = third.removesuffix("s")
+        assert (gerund, participle) == (stem + "ing", stem + "ed") and not {stem, third, gerund, participle} & words
+    for singular, plural in (made_up_object(rng) for _ in range(3000)):
+        assert plural == singular + "s" and not {singular, plural} & words
+    objects = ReasoningCorpus(seed=7, num_train=300, made_up_objects=0.5).problems("train")
+    assert 0.35 < sum(p.obj not in {pl for _, pl in OBJECTS} for p in objects) / len(objects) < 0.65
+    corpus = ReasoningCorpus(seed=7, num_train=1500, num_heldout=100, made_up_names=0.0, made_up_verbs=0.5)
+    slots, made_up = 0, 0
+    for p in corpus.problems("train"):
+        for clause in (c for sentence in sentences(p)[1:-1] for c in clauses(sentence)):
+            if any(s.verbs == "verbs" and pattern(s.template, op).fullmatch(clause) for op in "+-" for s in STEPS[op]):
+                slots += 1
+                made_up += any(w not in words for w in re.findall(r"[a-z]+", clause))
+    assert 0.4 < made_up / slots < 0.6
+    held = ReasoningCorpus(seed=7, num_train=10, num_heldout=100, made_up_verbs=0.0).problems("heldout")
+    assert [
+        p.text for p in ReasoningCorpus(seed=7, num_train=10, num_heldout=100, made_up_objects=1.0).problems("heldout")
+    ] == [p.text for p in held]
+    assert [p.text for p in corpus.problems("heldout")] == [p.text for p in held]  # the held-out split is unchanged
+
+
+def test_a_clause_restating_working_copies_each_steps_clause_as_the_question_writes_it_in_order():
+    corpus = ReasoningCorpus(seed=7, num_train=600, num_heldout=60, restate="clause")
+    cue = ReasoningCorpus(seed=7, num_train=600, num_heldout=60)
+    for split in ("train", "heldout"):
+        for p, q in zip(corpus.problems(split), cue.problems(split), strict=True):
+            assert (p.question, p.steps) == (q.question, q.steps)  # only the working differs
+            position = 0
+            for clause, short in zip(p.cues, q.cues, strict=True):
+                position = p.question.index(clause, position) + len(clause)  # in the question's order, verbatim
+                assert short in clause and p.question[position] in ".,"
+            assert parse_working(p.completion) == (p.name, p.start, p.steps)
+            assert f"Step 1: {p.cues[0]}: " in p.completion
+
+
 def test_pronouns_and_plurals_agree():
-    problems = ReasoningCorpus(seed=5, num_train=1500, curriculum="none").problems("train")
+    problems = ReasoningCorpus(seed=5, num_train=1500, curriculum="none", made_up_objects=0.0).problems("train")
     for p in problems:
         wrong = r"\b(his|him|he|He|His)\b" if p.pronoun == "She" else r"\b(her|she|She|Her)\b"
         assert not re.search(wrong, p.question), p.question
@@ -317,6 +380,14 @@ def test_bad_arguments_are_rejected():
         ReasoningCorpus(stages=(0.2, 0.1, 0.3, 0.4))
     with pytest.raises(ValueError, match="distractors"):
         ReasoningCorpus(distractors=1.5)
+    with pytest.raises(ValueError, match="made_up_names"):
+        ReasoningCorpus(made_up_names=2)
+    with pytest.raises(ValueError, match="made_up_verbs"):
+        ReasoningCorpus(made_up_verbs=-1)
+    with pytest.raises(ValueError, match="restate"):
+        ReasoningCorpus(restate="sentence")
+    with pytest.raises(ValueError, match="made_up_objects"):
+        ReasoningCorpus(made_up_objects=1.5)
     with pytest.raises(ValueError, match="split"):
         ReasoningCorpus(num_train=5).problems("dev")
 

@@ -130,6 +130,7 @@ def test_resuming_on_another_corpus_is_refused_in_one_line(tmp_path):
         ({"block_size": 0}, "data.block_size must be ≥ 1 (got 0)"),
         ({"batch_size": -1}, "data.batch_size must be ≥ 1 (got -1)"),
         ({"working": "words"}, "data.working must be one of 'plain', 'reversed', 'digits' (got 'words')"),
+        ({"restate": "all"}, "data.restate must be one of 'cue', 'clause' (got 'all')"),
         ({"curriculum": "random"}, "data.curriculum must be one of 'none', 'staged' (got 'random')"),
         ({"num_heldout": -1}, "data.num_heldout must be ≥ 0 (got -1)"),
         ({"num_long": 1.5}, "data.num_long must be an integer (got 1.5)"),
@@ -141,6 +142,9 @@ def test_resuming_on_another_corpus_is_refused_in_one_line(tmp_path):
             "data.stages must be 4 rising fractions between 0 and 1 (got [0.1, 0.3, 0.2, 0.4])",
         ),
         ({"distractors": 1.2}, "data.distractors must be a probability between 0 and 1 (got 1.2)"),
+        ({"made_up_names": -0.1}, "data.made_up_names must be a probability between 0 and 1 (got -0.1)"),
+        ({"made_up_verbs": 2}, "data.made_up_verbs must be a probability between 0 and 1 (got 2)"),
+        ({"made_up_objects": "x"}, "data.made_up_objects must be a probability between 0 and 1 (got 'x')"),
     ],
 )
 def test_every_setting_is_checked_at_construction_in_one_line_naming_it(tmp_path, setting, message):

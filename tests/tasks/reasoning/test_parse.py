@@ -22,6 +22,12 @@ def test_every_question_parses_back_to_its_name_and_numbers(corpus, split):
         assert parse_question(p.prompt) == (p.name, p.start, p.steps)  # the prompt form reads the same
 
 
+def test_questions_with_made_up_names_verbs_and_objects_parse_back():
+    corpus = ReasoningCorpus(seed=13, num_train=600, made_up_names=1.0, made_up_verbs=1.0, made_up_objects=1.0)
+    for p in corpus.problems("train"):
+        assert parse_question(p.question) == (p.name, p.start, p.steps), p.question
+
+
 def test_questions_with_distractors_and_gerund_clauses_are_among_them(corpus):
     questions = [p.question for p in corpus.problems("train")]
     assert sum(" of them, " in q or " more, " in q for q in questions) > 50  # "After selling 3 of them, she ..."
