@@ -221,11 +221,11 @@ class ReasoningCorpus:
             raise ValueError(f"ReasoningCorpus: curriculum must be 'none' or 'staged', got {curriculum!r}")
         if len(stages) != MAX_STEPS - 1 or list(stages) != sorted(stages) or not 0 <= stages[0] <= stages[-1] <= 1:
             raise ValueError(f"ReasoningCorpus: stages needs {MAX_STEPS - 1} rising fractions, got {stages!r}")
-        if not 0 <= distractors <= 1:
-            raise ValueError(f"ReasoningCorpus: distractors must be a probability in [0, 1], got {distractors!r}")
-        if not 0 <= made_up_names <= 1:
-            raise ValueError(f"ReasoningCorpus: made_up_names must be a probability in [0, 1], got {made_up_names!r}")
-        for setting, value in (("made_up_verbs", made_up_verbs), ("made_up_objects", made_up_objects)):
+        shares = {
+            "distractors": distractors, "made_up_names": made_up_names, "made_up_verbs": made_up_verbs,
+            "made_up_objects": made_up_objects,
+        }  # fmt: skip
+        for setting, value in shares.items():
             if not 0 <= value <= 1:
                 raise ValueError(f"ReasoningCorpus: {setting} must be a probability in [0, 1], got {value!r}")
         self.seed, self.working, self.restate, self.step_mix = seed, working, restate, tuple(step_mix)

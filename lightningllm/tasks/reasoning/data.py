@@ -130,11 +130,11 @@ class ReasoningDataModule(CorpusDataModule):
             raise DataError(
                 f"data.stages must be {MAX_STEPS - 1} rising fractions between 0 and 1 (got {list(stages)})"
             )
-        if not isinstance(distractors, int | float) or isinstance(distractors, bool) or not 0 <= distractors <= 1:
-            raise DataError(f"data.distractors must be a probability between 0 and 1 (got {distractors!r})")
-        if not isinstance(made_up_names, int | float) or isinstance(made_up_names, bool) or not 0 <= made_up_names <= 1:
-            raise DataError(f"data.made_up_names must be a probability between 0 and 1 (got {made_up_names!r})")
-        for setting, value in (("made_up_verbs", made_up_verbs), ("made_up_objects", made_up_objects)):
+        shares = {
+            "distractors": distractors, "made_up_names": made_up_names, "made_up_verbs": made_up_verbs,
+            "made_up_objects": made_up_objects,
+        }  # fmt: skip
+        for setting, value in shares.items():
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise DataError(f"data.{setting} must be a probability between 0 and 1 (got {value!r})")
         super().__init__(
