@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Opt-in: llama.cpp itself runs our GGUF exports. Installing llama-cpp-python compiles llama.cpp
 # (about 15 minutes on 2 CPU cores, once).

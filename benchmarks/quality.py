@@ -39,6 +39,7 @@ from common import REPO, SHAKESPEARE, machine, write_json  # noqa: E402
 
 from lightningllm.cli import build_cli  # noqa: E402
 from lightningllm.tasks.base import evaluate, group_tag  # noqa: E402
+from lightningllm.tasks.reasoning.parse import parse_question, parse_working  # noqa: E402
 
 
 def fit(args: list[str], callbacks: list[L.Callback] = ()):
@@ -77,6 +78,33 @@ def shakespeare(config: str, seconds: float, workdir: Path, overrides: list[str]
         "val_bpb": round(bpb, 4),
         "params": cli.model.model.num_params(),
     }
+
+
+def error_kinds(task, examples, completions) -> dict[str, int]:
+    """The wrong answers by what the working got wrong first, read back with ``parse_working`` against
+    the question: ``unparsable``, ``step count`` (a step restated twice or skipped), ``step`` (an operand
+    or operation misread), ``start``, ``name`` (copied wrongly; the rest right) or ``arithmetic`` (all
+    restated right, then miscomputed)."""
+    kinds: dict[str, int] = {}
+    for example, completion in zip(examples, completions, strict=True):
+        if task.score(example, completion):
+            continue
+        name, start, steps = parse_question(example.prompt)
+        read = parse_working(completion)
+        if read is None:
+            kind = "unparsable"
+        elif len(read[2]) != len(steps):
+            kind = "step count"
+        elif read[2] != steps:
+            kind = "step"
+        elif read[1] != start:
+            kind = "start"
+        elif read[0] != name:
+            kind = "name"
+        else:
+            kind = "arithmetic"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 class Curve(L.Callback):
@@ -121,8 +149,10 @@ def reasoning(
     task = cli.datamodule.task
     row = {"minutes": minutes, "steps": cli.trainer.global_step, "params": cli.model.model.num_params()}
     for split in splits:
-        score, _ = evaluate(cli.model.model, cli.datamodule.tokenizer, task, task.examples(split))
+        examples = task.examples(split)
+        score, completions = evaluate(cli.model.model, cli.datamodule.tokenizer, task, examples)
         row[split] = {group_tag(group): round(value, 4) for group, value in score.items()}
+        row[f"{split}_errors"] = error_kinds(task, examples, completions)
     row["curve"] = curve.points
     if export:
         cli.model.model.save_pretrained(export)
@@ -168,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"reasoning, {minutes:g} min ({row['steps']} steps, {row['params']:,} parameters):")
                 for split in args.splits:
                     by_steps = ", ".join(f"{k}: {v:.0%}" for k, v in row[split].items() if k.endswith("step"))
-                    print(f"  {split}: exact match {row[split]['all']:.1%} ({by_steps})")
+                    errors = ", ".join(f"{k} {v}" for k, v in sorted(row[f"{split}_errors"].items()))
+                    print(f"  {split}: exact match {row[split]['all']:.1%} ({by_steps}); wrong: {errors or 'none'}")
     write_json(args.json, results)
     return results
 
