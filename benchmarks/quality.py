@@ -147,7 +147,10 @@ def reasoning(
         callbacks=[curve],
     )
     task = cli.datamodule.task
-    row = {"minutes": minutes, "steps": cli.trainer.global_step, "params": cli.model.model.num_params()}
+    row = {
+        "minutes": minutes, "steps": cli.trainer.global_step, "params": cli.model.model.num_params(),
+        "train_seconds": round(cli.model.clock.seconds, 1),
+    }  # fmt: skip
     for split in splits:
         examples = task.examples(split)
         score, completions = evaluate(cli.model.model, cli.datamodule.tokenizer, task, examples)
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
                     minutes, Path(tmp) / f"reasoning-{minutes}", args.set, curve, tuple(args.splits), args.export
                 )
                 results["reasoning"].append(row)
-                print(f"reasoning, {minutes:g} min ({row['steps']} steps, {row['params']:,} parameters):")
+                trained = f"{row['steps']} steps in {row['train_seconds'] / 60:.1f} min"
+                print(f"reasoning, {minutes:g} min budget ({trained}, {row['params']:,} parameters):")
                 for split in args.splits:
                     by_steps = ", ".join(f"{k}: {v:.0%}" for k, v in row[split].items() if k.endswith("step"))
                     errors = ", ".join(f"{k} {v}" for k, v in sorted(row[f"{split}_errors"].items()))

@@ -76,6 +76,7 @@ class CorpusDataModule(TokenDataModule):
         num_workers: int = 0,
         shuffle: bool = True,
         seed: int = 42,
+        group_by_length: int = 0,
         cache_dir: str = ".cache/lightningllm",
         local_cache_dir: str = ".cache/lightningllm",
         max_cache_size: str | None = None,
@@ -96,6 +97,10 @@ class CorpusDataModule(TokenDataModule):
             num_workers: loader worker processes (0 reads in the main process).
             shuffle: shuffle training samples each epoch (off keeps the corpus order, e.g. a curriculum).
             seed: seed of the shuffle.
+            group_by_length: for a corpus of records: each run of this many training steps has its samples sorted
+                by length and cut into steps again (in a seeded order), so rows pad to about their own length
+                (0: off, each step pads to its longest record; 8 is a good start). Training data moves by at
+                most that many steps; evaluation is never regrouped.
             cache_dir: where prepared corpora are kept, each in a folder named by a fingerprint of the corpus and
                 settings: a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded
                 there, then streamed from there; see ``s3_endpoint`` for the server and credentials).
@@ -127,6 +132,7 @@ class CorpusDataModule(TokenDataModule):
         check_int("data.batch_size", batch_size, 1)
         check_int("data.num_workers", num_workers, 0)
         check_int("data.seed", seed, 0, 2**32 - 1)  # numpy's seed range, which the shuffle uses
+        check_int("data.group_by_length", group_by_length, 0)
         check_int("data.prepare_workers", prepare_workers, 1)
         if not isinstance(cache_dir, str | Path) or not str(cache_dir):
             raise DataError(f"data.cache_dir must be a folder path or an s3:// URI (got {cache_dir!r})")
@@ -143,6 +149,7 @@ class CorpusDataModule(TokenDataModule):
         self.num_workers = num_workers
         self.shuffle = shuffle
         self.seed = seed
+        self.group_by_length = group_by_length
         self.prepared = None if prepared is None else _prepared_location(prepared)
         """The ``prepared`` corpus's folder (a local path or an ``s3://`` URI), without a trailing slash; else None."""
         if self.prepared is None:
@@ -228,6 +235,11 @@ class CorpusDataModule(TokenDataModule):
         from litdata import StreamingDataset, TokensLoader
 
         records = self.layout == "records"
+        if self.group_by_length and not records:
+            raise DataError(
+                f"data.group_by_length {self.group_by_length} needs a corpus of records; this one is packed into "
+                f"windows of data.block_size {self.block_size} tokens, all one length (set it to 0)"
+            )
         lengths = dict(np.load(directory / RECORD_LENGTHS)) if records else {}
         for split in SPLITS:
             if not self.report["tokens"].get(split):
@@ -336,7 +348,7 @@ class CorpusDataModule(TokenDataModule):
         if split == "train":
             batches = RankBatches(
                 self._datasets[split], chunks, self.batch_size, rank, ranks, pad_last=records, **shape,
-                seed=self.seed, shuffle=self.shuffle,
+                group_by_length=self.group_by_length, seed=self.seed, shuffle=self.shuffle,
             )  # fmt: skip
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             loader = TrainLoader(batches, num_workers=self.num_workers, epoch=epoch)
@@ -398,6 +410,7 @@ class CorpusDataModule(TokenDataModule):
             "block_size": self.block_size,
             "shuffle": self.shuffle,
             "seed": self.seed,
+            "group_by_length": self.group_by_length,
         }
 
     def state_dict(self) -> dict:

@@ -20,6 +20,12 @@ the ranks of a step share one shape ``(batch_size, T)`` with ``T ≤ block_size`
 the last, partial step of an epoch, filled up as evaluation fills it (below): every record trains
 once an epoch, and a set smaller than one batch still makes a step.
 
+With ``group_by_length`` k (records only), each run of k consecutive steps of that order is
+regrouped: its samples sorted by length, cut into k steps again, and those steps put in a seeded
+order (a last, partial step stays last). A step's rows then pad to about their own length instead
+of to the longest of k·G mixed ones (the reasoning corpus: 66% of padded tokens real in stream
+order, 94% with k 8), and a curriculum's order moves by at most k steps.
+
 The position (epoch, next sample) is what ``TrainLoader.state_dict`` saves in checkpoints: a run
 resumed from one continues at the exact next sample on any number of ranks, with any
 ``batch_size`` or loader workers.
@@ -74,6 +80,20 @@ def epoch_order(chunk_samples: list[int], epoch: int, seed: int, shuffle: bool) 
     return np.concatenate(windows) if windows else np.zeros(0, dtype=np.int64)
 
 
+def group_by_length(order: np.ndarray, widths: np.ndarray, steps: int, global_batch: int, seed: int, epoch: int):
+    """``order`` with each run of ``steps`` consecutive steps regrouped by sample length (module docstring)."""
+    rng = np.random.default_rng([seed, epoch, 1])
+    group = steps * global_batch
+    out = []
+    for first in range(0, len(order), group):
+        ids = order[first : first + group]
+        ids = ids[np.argsort(widths[ids], kind="stable")]
+        whole = len(ids) // global_batch  # full steps; the rest (the epoch's last, partial step) stays last
+        cut = [ids[s * global_batch : (s + 1) * global_batch] for s in rng.permutation(whole)]
+        out.extend([*cut, ids[whole * global_batch :]])
+    return np.concatenate(out) if out else order
+
+
 class RankBatches(IterableDataset):
     """This rank's batch of each remaining step of an epoch: ``(inputs, targets)``, each ``(batch_size, T)``.
 
@@ -82,16 +102,19 @@ class RankBatches(IterableDataset):
     evaluation, and for records in training too); else they are left out (training on packed windows).
     ``widths``: the length of each sample's inputs, when they differ (records): each step's rows are
     right-padded to the longest of the step's samples, inputs with ``pad_id``; None: every sample has
-    the same length, and no row is padded. With loader workers, worker ``w`` of ``k`` makes steps
+    the same length, and no row is padded. ``group_by_length``: steps regrouped by sample length (0: off;
+    records only). With loader workers, worker ``w`` of ``k`` makes steps
     ``w, w + k, ...``, which the loader hands out in step order.
     """
 
     def __init__(
         self, samples: Any, chunk_samples: list[int], batch_size: int, rank: int, ranks: int, pad_last: bool = False,
-        widths: np.ndarray | None = None, pad_id: int = 0, **order: Any,
+        widths: np.ndarray | None = None, pad_id: int = 0, group_by_length: int = 0, **order: Any,
     ):  # fmt: skip
         if widths is not None and len(widths) != sum(chunk_samples):
             raise ValueError(f"{len(widths)} sample widths for {sum(chunk_samples)} samples")
+        if group_by_length and widths is None:
+            raise ValueError("group_by_length needs the samples' widths (a corpus of records)")
         self.samples = samples
         self.chunk_samples = chunk_samples
         self.batch_size = batch_size
@@ -100,6 +123,7 @@ class RankBatches(IterableDataset):
         self.pad_last = pad_last
         self.widths = widths
         self.pad_id = pad_id
+        self.group_by_length = group_by_length
         self.order = order  # seed, shuffle
         self.epoch = 0
         self.start = 0  # the sample of the epoch's order where the next step starts
@@ -125,6 +149,10 @@ class RankBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(self.chunk_samples, self.epoch, **self.order)
+        if self.group_by_length:
+            order = group_by_length(
+                order, self.widths, self.group_by_length, self.global_batch, self.order["seed"], self.epoch
+            )
         start = self.start  # read once: the loader moves it on as it hands out batches
         worker = get_worker_info()
         first, every = (worker.id, worker.num_workers) if worker is not None else (0, 1)
@@ -177,16 +205,21 @@ class TrainLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         batches = self.batches
-        return {"epoch": batches.epoch, "sample": batches.start, "samples": batches.num_samples, **batches.order}
+        return {"epoch": batches.epoch, "sample": batches.start, **self._stream()}
+
+    def _stream(self) -> dict[str, Any]:
+        """What makes the epoch's order: a position is only meaningful in the same one."""
+        batches = self.batches
+        return {"samples": batches.num_samples, **batches.order, "group_by_length": batches.group_by_length}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         batches = self.batches
-        saved = {key: state.get(key) for key in ("samples", *batches.order)}
-        if "sample" not in state or saved != {"samples": batches.num_samples, **batches.order}:
+        now = self._stream()
+        saved = {key: state.get(key, 0 if key == "group_by_length" else None) for key in now}  # 0: before it existed
+        if "sample" not in state or saved != now:
             raise ValueError(
                 f"cannot resume the data position: the checkpoint's training stream ({saved}) is not this one "
-                f"({ {'samples': batches.num_samples, **batches.order} }); resume with the data settings it was "
-                "trained with, or start a new run from its weights"
+                f"({now}); resume with the data settings it was trained with, or start a new run from its weights"
             )
         batches.epoch, batches.start = int(state["epoch"]), int(state["sample"])
         self._first_iter = True

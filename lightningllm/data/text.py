@@ -217,6 +217,7 @@ class TextDataModule(CorpusDataModule):
         split: SplitMethod = "hash",
         shuffle: bool = True,
         seed: int = 42,
+        group_by_length: int = 0,
         cache_dir: str = ".cache/lightningllm",
         local_cache_dir: str = ".cache/lightningllm",
         max_cache_size: str | None = None,
@@ -245,6 +246,8 @@ class TextDataModule(CorpusDataModule):
                 validation, as nanoGPT splits its data (with ``test_fraction: 0``, for comparisons with it).
             shuffle: shuffle training samples each epoch (off keeps the corpus order).
             seed: seed of the shuffle.
+            group_by_length: for records, each run of this many training steps has its samples sorted by length
+                and cut into steps again, in a seeded order (0: off); packed windows refuse it.
             cache_dir: where prepared shards are kept, in a folder named by a fingerprint of sources and settings:
                 a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded there, then
                 streamed from there; see ``s3_endpoint`` for the server and credentials).
@@ -288,6 +291,7 @@ class TextDataModule(CorpusDataModule):
             num_workers=num_workers,
             shuffle=shuffle,
             seed=seed,
+            group_by_length=group_by_length,
             cache_dir=cache_dir,
             local_cache_dir=local_cache_dir,
             max_cache_size=max_cache_size,

@@ -1,5 +1,7 @@
 """The training stream: one sample order per epoch, each step's global batch cut across the data-parallel ranks."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -135,10 +137,11 @@ class Records:
         return torch.full((int(WIDTHS[i]),), i), torch.full((int(WIDTHS[i]),), -i - 1)
 
 
-def records(batch_size, rank=0, ranks=1, pad_last=True, shuffle=True):
+def records(batch_size, rank=0, ranks=1, pad_last=True, shuffle=True, group=0):
     return RankBatches(
-        Records(), CHUNKS, batch_size, rank, ranks, pad_last=pad_last, widths=WIDTHS, pad_id=99, seed=3, shuffle=shuffle
-    )
+        Records(), CHUNKS, batch_size, rank, ranks, pad_last=pad_last, widths=WIDTHS, pad_id=99, group_by_length=group,
+        seed=3, shuffle=shuffle,
+    )  # fmt: skip
 
 
 def record_ids(batch) -> list[int]:
@@ -180,3 +183,44 @@ def test_a_training_stream_of_records_keeps_its_last_partial_step_and_resumes_in
     order = epoch_order(CHUNKS, 0, seed=3, shuffle=True).tolist()
     assert sum(done, []) + sum(rest, []) == order and len(rest) == 1  # the partial step, not the next epoch
     assert sum(following, []) == epoch_order(CHUNKS, 1, seed=3, shuffle=True).tolist()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_grouped_by_length_each_run_of_steps_holds_its_samples_sorted_into_steps_and_pads_less(shuffle):
+    plain = [record_ids(batch) for batch in TrainLoader(records(2, shuffle=shuffle))]
+    grouped = [record_ids(batch) for batch in TrainLoader(records(2, shuffle=shuffle, group=3))]
+    order = epoch_order(CHUNKS, 0, seed=3, shuffle=shuffle)
+    assert sum(plain, []) == order.tolist()
+    for first in range(0, 15, 3):  # 15 steps of 2: 5 runs of 3 steps
+        run = order[first * 2 : (first + 3) * 2]
+        steps = grouped[first : first + 3]
+        assert sorted(sum(steps, [])) == sorted(run.tolist())  # the same samples, moved within the run only
+        spans = sorted((min(WIDTHS[s]), max(WIDTHS[s])) for s in steps)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # slices of the run's sorted lengths
+    assert grouped != plain
+    padded = [sum(len(step) * max(WIDTHS[step]) for step in stream) for stream in (plain, grouped)]
+    assert padded[1] < padded[0]
+
+
+def test_a_grouped_stream_keeps_its_last_partial_step_last_and_resumes_exactly_on_other_ranks():
+    whole = [record_ids(batch) for batch in TrainLoader(records(4, group=3))]
+    assert [len(step) for step in whole] == [4] * 7 + [2]  # 30 records; the partial step stays last
+    loader = TrainLoader(records(4, group=3))
+    iterator = iter(loader)
+    done = [record_ids(next(iterator)) for _ in range(4)]
+    state = loader.state_dict()
+    halves = [TrainLoader(records(2, rank, 2, group=3)) for rank in range(2)]  # 2 ranks x 2 = 1 x 4
+    for half in halves:
+        half.load_state_dict(state)
+    rest = [a + b for a, b in zip(*[[record_ids(batch) for batch in half] for half in halves], strict=True)]
+    assert done + rest == whole
+    ungrouped = TrainLoader(records(4))
+    with pytest.raises(ValueError, match="group_by_length"):
+        ungrouped.load_state_dict(state)
+    old = {key: value for key, value in TrainLoader(records(4)).state_dict().items() if key != "group_by_length"}
+    ungrouped.load_state_dict(old)  # a checkpoint from before the setting resumes ungrouped
+
+
+def test_grouping_packed_windows_is_refused():
+    with pytest.raises(ValueError, match="group_by_length needs the samples' widths"):
+        RankBatches(Samples(), CHUNKS, 2, 0, 1, group_by_length=4, seed=3, shuffle=True)

@@ -65,6 +65,7 @@ class ReasoningDataModule(CorpusDataModule):
         num_workers: int = 0,
         shuffle: bool = False,
         seed: int = 42,
+        group_by_length: int = 0,
         cache_dir: str = ".cache/lightningllm",
         local_cache_dir: str = ".cache/lightningllm",
         max_cache_size: str | None = None,
@@ -102,6 +103,8 @@ class ReasoningDataModule(CorpusDataModule):
             num_workers: loader worker processes.
             shuffle: shuffle training problems (breaks the curriculum order).
             seed: seed of the shuffle.
+            group_by_length: each run of this many training steps has its problems sorted by length and
+                cut into steps again, in a seeded order (0: off): rows pad less, so more steps a minute.
             cache_dir: where the prepared corpus is cached, in a folder named by a fingerprint of the settings above:
                 a local folder, or ``s3://bucket/prefix`` in object storage (prepared locally, uploaded there, then
                 streamed from there; see ``s3_endpoint`` for the server and credentials).
@@ -146,6 +149,7 @@ class ReasoningDataModule(CorpusDataModule):
             num_workers=num_workers,
             shuffle=shuffle,
             seed=seed,
+            group_by_length=group_by_length,
             cache_dir=cache_dir,
             local_cache_dir=local_cache_dir,
             max_cache_size=max_cache_size,
