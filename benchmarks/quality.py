@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHAKESPEARE, machine, write_json  # noqa: E402
 
 from lightningllm.cli import build_cli  # noqa: E402
-from lightningllm.tasks.base import evaluate, group_tag  # noqa: E402
+from lightningllm.tasks.base import check_task_fits, evaluate, group_tag  # noqa: E402
 from lightningllm.tasks.reasoning.parse import parse_question, parse_working  # noqa: E402
 
 
@@ -111,9 +111,12 @@ class Curve(L.Callback):
     """Exact match on the first ``count`` problems of each split at every ``every`` minutes of the training
     clock, while training pauses (the clock excludes it, as it excludes validation)."""
 
-    def __init__(self, every: float, count: int, splits: tuple[str, ...]):
-        self.every, self.count, self.splits = every, count, splits
+    def __init__(self, every: float, count: int, splits: tuple[str, ...], final_splits: tuple[str, ...] = ()):
+        self.every, self.count, self.splits, self.final_splits = every, count, splits, final_splits
         self.points: list[dict] = []
+
+    def on_fit_start(self, trainer, module) -> None:  # the splits scored after training must fit the model
+        check_task_fits(module.model, module.tokenizer, trainer.datamodule.task, self.final_splits)
 
     def on_train_batch_end(self, trainer, module, *args) -> None:
         minutes = module.clock.seconds / 60
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         if args.only in (None, "reasoning"):
             for minutes in args.minutes:
-                curve = Curve(args.curve_every, args.curve_count, tuple(s for s in args.splits if s != "long"))
+                curve_splits = tuple(s for s in args.splits if s != "long")
+                curve = Curve(args.curve_every, args.curve_count, curve_splits, tuple(args.splits))
                 row = reasoning(
                     minutes, Path(tmp) / f"reasoning-{minutes}", args.set, curve, tuple(args.splits), args.export
                 )

@@ -320,6 +320,11 @@ CASES = [
     Case("data-block-size-over-context", text_fit("--data.block_size", "512"), ("data.block_size",)),
     Case("data-batch-size-0", text_fit("--data.batch_size", "0"), ("data.batch_size",)),
     Case("data-num-workers-negative", text_fit("--data.num_workers", "-1"), ("data.num_workers",)),
+    Case(  # refused before the first step, not at the first validation
+        "task-split-beyond-model-context",
+        (*DEBUG_FIT, "--model.config.block_size", "200", "--data.block_size", "150"),
+        ("split 'val' needs", "raise model.config.block_size"),
+    ),
     Case("data-group-by-length-packed", text_fit("--data.group_by_length", "8"), ("data.group_by_length", "packed")),
     Case("data-val-fraction-0", text_fit("--data.val_fraction", "0"), ("data.val_fraction",)),
     Case("data-val-fraction-above-1", text_fit("--data.val_fraction", "1.5"), ("data.val_fraction",)),

@@ -89,12 +89,7 @@ def complete(
         raise ValueError(f"task {task.name} has no examples to evaluate")
     prompts = [tokenizer.encode(e.prompt) for e in examples]
     budget = max(len(tokenizer.encode(e.completion)) for e in examples) + margin
-    longest = max(len(p) for p in prompts)
-    if longest + budget > model.config.block_size:
-        raise ValueError(
-            f"task {task.name} needs {longest + budget} tokens of context (prompt + answer) but the model's "
-            f"block_size is {model.config.block_size}"
-        )
+    check_context(task, examples, prompts, budget, model.config.block_size)
     from lightningllm.model import generate
 
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))  # similar lengths pad little
@@ -105,6 +100,34 @@ def complete(
         for i, ids in zip(rows, outs, strict=True):
             completions[i] = tokenizer.decode(ids)
     return completions
+
+
+def check_context(
+    task: Task,
+    examples: Sequence[Example],
+    prompts: Sequence[Sequence[int]],
+    budget: int,
+    block_size: int,
+    split: str | None = None,
+) -> None:
+    """A ``ValueError`` when the longest prompt plus ``budget`` answer tokens does not fit ``block_size``."""
+    longest = max(len(p) for p in prompts)
+    if longest + budget > block_size:
+        where = f" split {split!r}" if split else ""
+        raise ValueError(
+            f"task {task.name}{where} needs {longest + budget} tokens of context (prompt + answer) but the model's "
+            f"block_size is {block_size}: raise model.config.block_size to at least {longest + budget}"
+        )
+
+
+def check_task_fits(model: GPT, tokenizer: Tokenizer, task: Task, splits: Sequence[str], margin: int = 8) -> None:
+    """Before training: a ``ValueError`` naming the first split whose examples ``evaluate`` could not decode."""
+    for split in splits:
+        examples = list(task.examples(split))
+        if examples:
+            prompts = [tokenizer.encode(e.prompt) for e in examples]
+            budget = max(len(tokenizer.encode(e.completion)) for e in examples) + margin
+            check_context(task, examples, prompts, budget, model.config.block_size, split)
 
 
 def score_totals(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, list[float]]:

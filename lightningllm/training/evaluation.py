@@ -21,7 +21,16 @@ import lightning as L
 import torch
 
 from lightningllm.data.contract import TokenDataModule
-from lightningllm.tasks.base import Example, Task, complete, format_scores, group_tag, means, score_totals
+from lightningllm.tasks.base import (
+    Example,
+    Task,
+    check_task_fits,
+    complete,
+    format_scores,
+    group_tag,
+    means,
+    score_totals,
+)
 from lightningllm.training.sharding import gathered
 
 
@@ -76,6 +85,12 @@ class TaskEval(L.Callback):
                 f"TaskEval needs a data module with a task (TokenDataModule.task), and {data} has none: "
                 "remove the TaskEval callback for this data"
             )
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Refuse a model too short for the splits this run will score before it trains, not after."""
+        task = task_of(trainer)
+        if task is not None and module.tokenizer is not None:
+            check_task_fits(module.model, module.tokenizer, task, ("val", *self.test_splits))
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None, prefix: str):
         """Score ``split`` (its first ``limit`` examples) and log each score as ``prefix + metric``."""
