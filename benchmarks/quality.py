@@ -111,12 +111,9 @@ class Curve(L.Callback):
     """Exact match on the first ``count`` problems of each split at every ``every`` minutes of the training
     clock, while training pauses (the clock excludes it, as it excludes validation)."""
 
-    def __init__(self, every: float, count: int, splits: tuple[str, ...], final_splits: tuple[str, ...] = ()):
-        self.every, self.count, self.splits, self.final_splits = every, count, splits, final_splits
+    def __init__(self, every: float, count: int, splits: tuple[str, ...]):
+        self.every, self.count, self.splits = every, count, splits
         self.points: list[dict] = []
-
-    def on_fit_start(self, trainer, module) -> None:  # the splits scored after training must fit the model
-        check_task_fits(module.model, module.tokenizer, trainer.datamodule.task, self.final_splits)
 
     def on_train_batch_end(self, trainer, module, *args) -> None:
         minutes = module.clock.seconds / 60
@@ -130,6 +127,17 @@ class Curve(L.Callback):
             module.model.train()
             module.clock.pause()
             print("  " + ", ".join(f"{k} {v}" for k, v in point.items()), file=sys.__stdout__, flush=True)
+
+
+class SplitsFit(L.Callback):
+    """Refuse, before training, a model too short for the splits scored after it."""
+
+    def __init__(self, splits: tuple[str, ...]):
+        self.splits = splits
+
+    def on_fit_start(self, trainer, module) -> None:
+        task = trainer.datamodule.task
+        check_task_fits(module.model, module.tokenizer, task, {split: task.examples(split) for split in self.splits})
 
 
 def reasoning(
@@ -147,7 +155,7 @@ def reasoning(
             "--trainer.limit_val_batches=0",
             *overrides,
         ],
-        callbacks=[curve],
+        callbacks=[curve, SplitsFit(splits)],
     )
     task = cli.datamodule.task
     row = {
@@ -196,8 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         if args.only in (None, "reasoning"):
             for minutes in args.minutes:
-                curve_splits = tuple(s for s in args.splits if s != "long")
-                curve = Curve(args.curve_every, args.curve_count, curve_splits, tuple(args.splits))
+                curve = Curve(args.curve_every, args.curve_count, tuple(s for s in args.splits if s != "long"))
                 row = reasoning(
                     minutes, Path(tmp) / f"reasoning-{minutes}", args.set, curve, tuple(args.splits), args.export
                 )

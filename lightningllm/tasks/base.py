@@ -87,9 +87,8 @@ def complete(
     """The greedy completions ``evaluate`` scores, unscored (for scoring over several processes)."""
     if not examples:
         raise ValueError(f"task {task.name} has no examples to evaluate")
-    prompts = [tokenizer.encode(e.prompt) for e in examples]
-    budget = max(len(tokenizer.encode(e.completion)) for e in examples) + margin
-    check_context(task, examples, prompts, budget, model.config.block_size)
+    prompts, budget = _prompts_and_budget(tokenizer, examples, margin)
+    check_context(task, prompts, budget, model.config.block_size)
     from lightningllm.model import generate
 
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))  # similar lengths pad little
@@ -102,32 +101,32 @@ def complete(
     return completions
 
 
+def _prompts_and_budget(tokenizer: Tokenizer, examples: Sequence[Example], margin: int) -> tuple[list, int]:
+    """The prompts' token ids, and the most tokens a completion may run to: the longest reference + ``margin``."""
+    prompts = [tokenizer.encode(e.prompt) for e in examples]
+    return prompts, max(len(tokenizer.encode(e.completion)) for e in examples) + margin
+
+
 def check_context(
-    task: Task,
-    examples: Sequence[Example],
-    prompts: Sequence[Sequence[int]],
-    budget: int,
-    block_size: int,
-    split: str | None = None,
+    task: Task, prompts: Sequence[Sequence[int]], budget: int, block_size: int, split: str | None = None
 ) -> None:
     """A ``ValueError`` when the longest prompt plus ``budget`` answer tokens does not fit ``block_size``."""
-    longest = max(len(p) for p in prompts)
-    if longest + budget > block_size:
+    need = max(len(p) for p in prompts) + budget
+    if need > block_size:
         where = f" split {split!r}" if split else ""
         raise ValueError(
-            f"task {task.name}{where} needs {longest + budget} tokens of context (prompt + answer) but the model's "
-            f"block_size is {block_size}: raise model.config.block_size to at least {longest + budget}"
+            f"task {task.name}{where} needs {need} tokens of context (prompt + answer) but the model's "
+            f"block_size is {block_size}: raise model.config.block_size to at least {need}"
         )
 
 
-def check_task_fits(model: GPT, tokenizer: Tokenizer, task: Task, splits: Sequence[str], margin: int = 8) -> None:
-    """Before training: a ``ValueError`` naming the first split whose examples ``evaluate`` could not decode."""
-    for split in splits:
-        examples = list(task.examples(split))
+def check_task_fits(
+    model: GPT, tokenizer: Tokenizer, task: Task, splits: dict[str, Sequence[Example]], margin: int = 8
+) -> None:
+    """Before training: a ``ValueError`` naming the first split whose examples ``complete`` could not decode."""
+    for split, examples in splits.items():
         if examples:
-            prompts = [tokenizer.encode(e.prompt) for e in examples]
-            budget = max(len(tokenizer.encode(e.completion)) for e in examples) + margin
-            check_context(task, examples, prompts, budget, model.config.block_size, split)
+            check_context(task, *_prompts_and_budget(tokenizer, examples, margin), model.config.block_size, split)
 
 
 def score_totals(task: Task, examples: Sequence[Example], completions: Sequence[str]) -> dict[str, list[float]]:

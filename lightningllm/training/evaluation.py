@@ -90,14 +90,16 @@ class TaskEval(L.Callback):
         """Refuse a model too short for the splits this run will score before it trains, not after."""
         task = task_of(trainer)
         if task is not None and module.tokenizer is not None:
-            check_task_fits(module.model, module.tokenizer, task, ("val", *self.test_splits))
+            splits = {"val": _examples(task, "val", self.num_val_examples)}
+            splits |= {split: _examples(task, split, None) for split in self.test_splits}
+            check_task_fits(module.model, module.tokenizer, task, splits)
 
     def _run(self, trainer: L.Trainer, module: L.LightningModule, split: str, limit: int | None, prefix: str):
         """Score ``split`` (its first ``limit`` examples) and log each score as ``prefix + metric``."""
         task = task_of(trainer)
         if module.tokenizer is None:
             return None
-        examples = list(task.examples(split))[:limit]
+        examples = _examples(task, split, limit)
         if not examples:
             raise ValueError(f"TaskEval: task {task.name} has no examples in split {split!r}")
         mine = examples[trainer.global_rank :: trainer.world_size]  # this rank's share
@@ -135,6 +137,11 @@ class TaskEval(L.Callback):
             summary.append(f"{label} ({total} examples): {format_scores(task, scores)}")
         if summary:
             print("\n".join(summary))
+
+
+def _examples(task: Task, split: str, limit: int | None) -> list[Example]:
+    """The first ``limit`` examples of ``split`` (all of them: None), the ones ``TaskEval`` scores."""
+    return list(task.examples(split))[:limit]
 
 
 def _scores_over_ranks(
